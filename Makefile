@@ -1,0 +1,43 @@
+# Front door: `make run` (whole analysis on the embedded default), `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# The CPU build of torch lies in the local wheel cache; on a GPU machine install the CUDA
+# build first (see README) and `make` keeps it, since it satisfies the pin's range.
+TORCH   ?= torch==2.13.0
+
+.PHONY: setup run test test-fast bench models lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup_system.sh
+	bash scripts/setup_system.sh
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m modularity.default
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_collect.py
+	$(BIN)/python benchmarks/bench_kmeans.py
+
+models: $(STAMP)
+	$(BIN)/python -m modularity.train --force
+
+lint: $(STAMP)
+	$(BIN)/ruff check modularity tests benchmarks
+	$(BIN)/ruff format --check modularity tests benchmarks
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,220 @@
+"""On-disk cache of expensive tensors (neuron statistics), keyed by what they were computed from.
+
+Statistics cost forward passes over a model, so they are computed once per identity (model,
+weights revision or seed, task, split, token count, seed, code version) and reused by later
+runs and by every job of a Hydra multirun, including jobs running in parallel.
+
+An entry is a directory ``<root>/<key>/`` holding ``tensors.safetensors`` and a human-readable
+``meta.json``. It appears through one rename of a finished temporary directory in the same
+root, so a reader sees a whole entry or none: a killed run leaves only a ``.tmp-*`` directory,
+which lookups ignore and pruning removes, and of concurrent writers of one key the first rename
+wins while the others discard their copies. Entries are never modified after that. Nothing
+locks: two jobs that miss at once both compute, which costs time but never correctness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from modularity.errors import ModularityError
+
+ENV_VAR = "MODULARITY_CACHE_DIR"
+KEY_CHARS = 24  # hex digits of sha256 kept: 96 bits, no collisions in practice
+_FORMAT = 1  # part of every key: bump when the entry layout changes, and old entries go unused
+_TENSORS = "tensors.safetensors"
+_META = "meta.json"
+_TMP_PREFIX = ".tmp-"
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component, never a temp dir
+
+Tensors = dict[str, torch.Tensor]
+
+
+def default_cache_root() -> Path:
+    """``$MODULARITY_CACHE_DIR`` if set, else the user cache directory's ``stats`` folder."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_cache_dir("modularity")) / "stats"
+
+
+def _reject(value: object) -> object:
+    raise TypeError(
+        "cache keys and meta hold JSON values only (str, int, float, bool, None, lists, dicts "
+        f"with str keys); got {type(value).__name__} {value!r}"
+    )
+
+
+def _to_json(value: object, **options: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=_reject, **options)
+
+
+def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> Tensors:
+    """Detached, contiguous CPU copies where needed; safetensors stores nothing else."""
+    out: Tensors = {}
+    storages: set[int] = set()
+    for name, tensor in tensors.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"cache entries map str to torch.Tensor; got {name!r}: {tensor!r}")
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() in storages:
+            tensor = tensor.clone()  # safetensors refuses two names for one storage
+        storages.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
+    return out
+
+
+def _write_synced(path: Path, data: bytes | None = None) -> None:
+    """Write ``data`` (or keep the file's contents) and flush it to disk before any rename."""
+    with open(path, "wb" if data is not None else "rb+") as f:
+        if data is not None:
+            f.write(data)
+            f.flush()
+        os.fsync(f.fileno())
+
+
+class StatsCache:
+    """Content-keyed store of ``dict[str, torch.Tensor]`` under ``root``.
+
+    ``root`` defaults to ``default_cache_root()``. With ``enabled=False`` every lookup misses
+    and nothing is written, so callers need no second code path. Temporary directories that
+    killed runs left behind are removed at construction once older than an hour.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, enabled: bool = True) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        self.enabled = enabled
+        if enabled:
+            self.prune_temporary()
+
+    def __repr__(self) -> str:
+        return f"StatsCache(root={str(self.root)!r}, enabled={self.enabled})"
+
+    @staticmethod
+    def key(**parts: object) -> str:
+        """Stable hex key of the identity ``parts``: sha256 of their canonical JSON.
+
+        The same parts give the same key in any process, Python or platform; any change to a
+        part (including int 1 vs float 1.0 vs True) gives another key. Tuples count as lists.
+        """
+        canonical = _to_json(
+            {"format": _FORMAT, "parts": parts},
+            sort_keys=True,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:KEY_CHARS]
+
+    def path(self, key: str) -> Path:
+        """Directory of the entry for ``key`` (which may not exist)."""
+        if not _KEY_RE.fullmatch(key):
+            raise ValueError(f"invalid cache key {key!r}: letters, digits, '_', '.', '-' only")
+        return self.root / key
+
+    def get(self, key: str) -> Tensors | None:
+        """The cached tensors (on CPU), or None on a miss or when the cache is disabled."""
+        tensors_file = self.path(key) / _TENSORS
+        if not self.enabled or not tensors_file.is_file():
+            return None
+        try:
+            return load_file(tensors_file)
+        except (OSError, SafetensorError) as err:
+            raise ModularityError(
+                f"cache entry {tensors_file.parent} is unreadable ({err}); delete it to recompute"
+            ) from err
+
+    def read_meta(self, key: str) -> dict[str, object] | None:
+        """The entry's ``meta.json``: key, creation time, tensor dtypes/shapes, caller's meta."""
+        meta_file = self.path(key) / _META
+        if not self.enabled or not meta_file.is_file():
+            return None
+        return json.loads(meta_file.read_text(encoding="utf-8"))
+
+    def put(
+        self, key: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, object]
+    ) -> Path | None:
+        """Store ``tensors`` under ``key`` atomically; returns the entry directory.
+
+        ``meta`` (JSON values; typically the key's parts) goes into ``meta.json`` for humans.
+        An existing entry is kept as is, since the first writer of a key wins. Returns None
+        at once, writing nothing, when the cache is disabled.
+        """
+        entry = self.path(key)
+        if not self.enabled:
+            return None
+        cpu = _cpu_tensors(tensors)
+        shapes = {name: {"dtype": str(t.dtype), "shape": list(t.shape)} for name, t in cpu.items()}
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta_text = _to_json(
+            {"key": key, "created": created, "tensors": shapes, "meta": dict(meta)},
+            indent=2,
+            sort_keys=True,
+        )
+        if entry.exists():
+            return entry
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-", dir=self.root))
+        try:
+            save_file(cpu, str(tmp / _TENSORS))
+            _write_synced(tmp / _TENSORS)
+            _write_synced(tmp / _META, meta_text.encode("utf-8"))
+            try:
+                os.rename(tmp, entry)
+            except OSError:
+                if not (entry / _TENSORS).is_file():
+                    raise
+                # Another writer renamed its copy of this key into place first: keep that one.
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return entry
+
+    def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], Mapping[str, torch.Tensor]],
+        meta: Mapping[str, object],
+    ) -> tuple[Tensors, bool]:
+        """Cached tensors and True, or ``compute()``'s (stored, as CPU tensors) and False.
+
+        ``meta`` is checked before computing, so a bad value cannot waste the computation.
+        """
+        cached = self.get(key)
+        if cached is not None:
+            return cached, True
+        _to_json(dict(meta))  # fail now, not after the computation
+        tensors = _cpu_tensors(compute())
+        self.put(key, tensors, meta)
+        return tensors, False
+
+    def prune_temporary(self, older_than_s: float = 3600.0) -> int:
+        """Remove temporary directories of killed writes older than ``older_than_s``.
+
+        The age guard spares writes in progress in other processes. Returns how many went.
+        """
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for tmp in self.root.glob(f"{_TMP_PREFIX}*"):
+            try:
+                stale = tmp.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another process pruned it first
+                continue
+            if stale:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        return removed

@@ -1,0 +1,107 @@
+"""Image tasks: labelled arrays from a local image set or an HF dataset, with a class filter.
+
+A task keeps the images whose fine class or superclass is named in ``classes``; its
+reference is the same source unfiltered, evaluated on the classes the task does not keep.
+Collection and evaluation draw from disjoint, stratified splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from modularity.data.image_sources import load_image_set, split_indices
+from modularity.errors import ConfigError, ModularityError, invalid_choice
+
+IMAGE_SPLITS = {"train": 0.6, "collect": 0.2, "evaluate": 0.2}
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images ``[n, channels, h, w]`` float32 in [0, 1] (or PIL images from a hub dataset)."""
+
+    images: Any
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    coarse: dict[str, tuple[int, ...]]
+
+    def subset(self, index: np.ndarray) -> LabelledImages:
+        images = (
+            self.images[index]
+            if isinstance(self.images, np.ndarray)
+            else [self.images[i] for i in index]
+        )
+        return LabelledImages(images, self.labels[index], self.class_names, self.coarse)
+
+
+def class_ids(
+    task: DictConfig, names: tuple[str, ...], coarse: dict[str, tuple[int, ...]]
+) -> set[int]:
+    """Fine class ids named by ``task.classes`` (class or superclass names)."""
+    ids: set[int] = set()
+    for name in task.classes:
+        name = str(name)
+        if name in coarse:
+            ids.update(coarse[name])
+        elif name in names:
+            ids.add(names.index(name))
+        else:
+            raise invalid_choice(f"class in task {task.name!r}", name, [*coarse, *names])
+    return ids
+
+
+def _local_split(task: DictConfig, split: str) -> LabelledImages:
+    name = task.local.get("image_set")
+    if name is None:
+        raise ConfigError(f"task {task.name!r}: local image tasks need local.image_set")
+    data = load_image_set(name)
+    if getattr(data, "origin", None) is not None:
+        # Sets with an official train/test split: train on train, collect/evaluate on test.
+        index = _official_split(data.origin, data.labels, split, task.seed)
+    else:
+        index = split_indices(data.labels, IMAGE_SPLITS, seed=task.seed)[split]
+    images = LabelledImages(data.images, data.labels, tuple(data.class_names), dict(data.coarse))
+    return images.subset(index)
+
+
+def _official_split(origin: np.ndarray, labels: np.ndarray, split: str, seed: int) -> np.ndarray:
+    if split == "train":
+        return np.flatnonzero(origin == "train")
+    test = np.flatnonzero(origin == "test")
+    halves = split_indices(labels[test], {"collect": 0.5, "evaluate": 0.5}, seed=seed)
+    return test[halves[split]]
+
+
+def _hub_split(task: DictConfig, split: str) -> LabelledImages:
+    import datasets
+
+    hub = task.hub
+    hf_split = hub.get(f"{split}_split", {"collect": "train", "evaluate": "test"}.get(split, split))
+    data = datasets.load_dataset(hub.dataset, hub.get("name"), split=hf_split)
+    label_field, image_field = hub.get("label_field", "label"), hub.get("image_field", "img")
+    names = tuple(data.features[label_field].names)
+    return LabelledImages(list(data[image_field]), np.asarray(data[label_field]), names, {})
+
+
+def image_split(task: DictConfig, split: str, exclude: set[int] | None = None) -> LabelledImages:
+    """The task's images of one split, filtered to its classes and capped at its size."""
+    if task.source == "local":
+        data = _local_split(task, split)
+    elif task.source == "hub":
+        data = _hub_split(task, split)
+    else:
+        raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")
+    keep = np.ones(len(data.labels), dtype=bool)
+    if task.classes:
+        keep &= np.isin(data.labels, list(class_ids(task, data.class_names, data.coarse)))
+    if exclude:
+        keep &= ~np.isin(data.labels, list(exclude))
+    size = task.collect_size if split == "collect" else task.eval_size
+    # A seeded order, so a size cap keeps every class represented.
+    index = np.random.default_rng(task.seed).permutation(np.flatnonzero(keep))[:size]
+    if index.size == 0:
+        raise ModularityError(f"task {task.name!r}: no images left in the {split!r} split")
+    return data.subset(index)

@@ -1,0 +1,106 @@
+"""Turn a task config into DataLoaders for a loaded model (collection or evaluation split)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from modularity.data.images import LabelledImages, class_ids, image_split
+from modularity.data.text import text_blocks
+from modularity.errors import ConfigError
+from modularity.models.loading import LoadedModel
+
+
+class TokenBlocks(Dataset):
+    """Packed token blocks ``[n, block_size]`` as ``{"input_ids": ...}`` items."""
+
+    def __init__(self, blocks: torch.Tensor) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return self.blocks.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.blocks[i]}
+
+
+class ImageItems(Dataset):
+    def __init__(self, data: LabelledImages) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data.labels)
+
+    def __getitem__(self, i: int) -> tuple[object, int]:
+        return self.data.images[i], int(self.data.labels[i])
+
+
+class ImageCollator:
+    """Batch images with the model's own processor (resize, rescale, normalise), or, for
+    models without one, scale [0, 1] arrays to [-1, 1] as the project's ViTs were trained."""
+
+    def __init__(self, processor: object | None) -> None:
+        self.processor = processor
+
+    def __call__(self, items: list[tuple[object, int]]) -> dict[str, torch.Tensor]:
+        images, labels = zip(*items)
+        if self.processor is None:
+            pixels = torch.as_tensor(np.stack(images)).float() * 2 - 1
+        else:
+            pixels = self.processor(
+                images=[_as_uint8_hwc(im) for im in images], return_tensors="pt"
+            )["pixel_values"]
+        return {"pixel_values": pixels, "labels": torch.tensor(labels)}
+
+
+def _as_uint8_hwc(image: object) -> object:
+    if isinstance(image, np.ndarray):
+        return (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return image
+
+
+def block_size_for(task: DictConfig, loaded: LoadedModel, max_length: int | None) -> int:
+    """The task's block size, capped at the model's context length."""
+    limit = max_length or getattr(loaded.model.config, "max_position_embeddings", None)
+    return min(task.block_size, limit) if limit else task.block_size
+
+
+def text_tokens(
+    task: DictConfig, loaded: LoadedModel, split: str, max_length: int | None = None
+) -> torch.Tensor:
+    size = task.collect_size if split == "collect" else task.eval_size
+    return text_blocks(
+        task, split, loaded.tokenizer, block_size_for(task, loaded, max_length), size
+    )
+
+
+def task_loader(
+    task: DictConfig,
+    loaded: LoadedModel,
+    split: str,
+    batch_size: int,
+    *,
+    exclude_classes_of: DictConfig | None = None,
+    max_length: int | None = None,
+) -> DataLoader:
+    """A DataLoader over one split of ``task`` in the form ``loaded`` takes.
+
+    ``exclude_classes_of`` drops another image task's classes (the reference's "other
+    classes" when evaluating).
+    """
+    expected = "image" if loaded.kind == "image_classifier" else "text"
+    if task.kind != expected:
+        raise ConfigError(f"task {task.name!r} has {task.kind} inputs; this model takes {expected}")
+    if task.kind == "text":
+        dataset: Dataset = TokenBlocks(text_tokens(task, loaded, split, max_length))
+        return DataLoader(dataset, batch_size=batch_size)
+    exclude = None
+    if exclude_classes_of is not None and exclude_classes_of.classes:
+        data = image_split(exclude_classes_of, split)
+        exclude = class_ids(exclude_classes_of, data.class_names, data.coarse)
+    dataset = ImageItems(image_split(task, split, exclude=exclude))
+    return DataLoader(
+        dataset, batch_size=batch_size, collate_fn=ImageCollator(loaded.image_processor)
+    )

@@ -1,0 +1,103 @@
+"""Text tasks: documents from a local corpus or an HF dataset, tokenised and packed.
+
+Documents, not tokens, are assigned to splits (by a stable hash of their id), so no text
+used to train the project's models or to collect statistics is ever evaluated on. Packing
+concatenates documents (separated by EOS) into full ``block_size`` blocks: no padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from modularity.data.corpora import Document, load_corpus, split_documents
+from modularity.errors import ConfigError, ModularityError
+
+TEXT_SPLITS = {"train": 0.7, "collect": 0.15, "evaluate": 0.15}
+TOKENIZE_CHUNK = 64  # documents per tokenizer call
+
+
+def _shuffled(docs: list[Document], seed: int) -> list[Document]:
+    """A seeded order independent of the corpus order, so a token budget samples widely."""
+    return sorted(docs, key=lambda d: hashlib.sha256(f"{seed}:{d.doc_id}".encode()).digest())
+
+
+def local_documents(task: DictConfig, split: str) -> list[Document]:
+    """One split of the task's corpus; several corpora are interleaved document by document,
+    so a mixture (the local ``pile``) is balanced whatever each corpus's size."""
+    corpora = task.local.get("corpus")
+    if corpora is None:
+        raise ConfigError(f"task {task.name!r}: local text tasks need local.corpus")
+    names = [corpora] if isinstance(corpora, str) else list(corpora)
+    per_corpus = [
+        _shuffled(split_documents(load_corpus(name), TEXT_SPLITS, seed=task.seed)[split], task.seed)
+        for name in names
+    ]
+    return [doc for group in itertools.zip_longest(*per_corpus) for doc in group if doc is not None]
+
+
+def hub_documents(task: DictConfig, split: str) -> Iterator[Document]:
+    """Stream an HF dataset; records are split by the same hash rule as local corpora."""
+    import datasets
+
+    hub = task.hub
+    if "dataset" not in hub:
+        raise ConfigError(f"task {task.name!r}: hub text tasks need hub.dataset")
+    stream = datasets.load_dataset(
+        hub.dataset, hub.get("name"), split=hub.get("split", "train"), streaming=True
+    )
+    field = hub.get("field", "text")
+    wanted = dict(hub.get("filter", {}) or {})
+    records = (
+        Document(doc_id=str(i), text=row[field])
+        for i, row in enumerate(stream)
+        if all(row.get(k) in (v if isinstance(v, list) else [v]) for k, v in wanted.items())
+    )
+    while chunk := list(itertools.islice(records, 1024)):
+        yield from split_documents(chunk, TEXT_SPLITS, seed=task.seed)[split]
+
+
+def task_documents(task: DictConfig, split: str) -> Iterable[Document]:
+    if task.source == "local":
+        return local_documents(task, split)
+    if task.source == "hub":
+        return hub_documents(task, split)
+    raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")
+
+
+def pack_documents(
+    docs: Iterable[Document], tokenizer: Any, block_size: int, n_tokens: int
+) -> torch.Tensor:
+    """Tokenise documents in order and pack them into ``[n_blocks, block_size]`` token ids,
+    stopping once ``n_tokens`` tokens are gathered (fewer if the split is smaller)."""
+    eos = tokenizer.eos_token_id
+    n_blocks = max(1, n_tokens // block_size)
+    buffer: list[int] = []
+    docs = iter(docs)
+    while len(buffer) < n_blocks * block_size:
+        chunk = [d.text for d in itertools.islice(docs, TOKENIZE_CHUNK)]
+        if not chunk:
+            break
+        for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
+            buffer.extend(ids)
+            if eos is not None:
+                buffer.append(eos)
+    usable = min(n_blocks, len(buffer) // block_size) * block_size
+    return torch.tensor(buffer[:usable], dtype=torch.long).view(-1, block_size)
+
+
+def text_blocks(
+    task: DictConfig, split: str, tokenizer: Any, block_size: int, n_tokens: int
+) -> torch.Tensor:
+    """Token blocks of one split of a text task; an empty split is an error."""
+    blocks = pack_documents(task_documents(task, split), tokenizer, block_size, n_tokens)
+    if blocks.shape[0] == 0:
+        raise ModularityError(
+            f"task {task.name!r}: the {split!r} split has fewer than {block_size} tokens"
+        )
+    return blocks

@@ -1,0 +1,134 @@
+"""Architecture adapters: where one family keeps its MLP neurons.
+
+Every family exposes the same neuron site, the input of the MLP's down/out projection (the
+activation after the nonlinearity, and after gating for gated MLPs), so the rest of the code
+never asks which family a model belongs to. Adding a family means one small subclass that
+declares its module layout, registered for the ``model_type`` values of its HF configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from modularity.errors import ConfigError, invalid_choice
+
+ModelKind = Literal["causal_lm", "image_classifier"]
+WeightChoice = Literal["up", "gate", "concat"]
+
+
+@dataclass(frozen=True)
+class MlpLayout:
+    """Dotted paths of one release's module tree: the block list and, inside a block, the MLP."""
+
+    blocks: str
+    up: str
+    down: str
+    gate: str | None = None
+
+
+_ADAPTERS: dict[str, type[ModelAdapter]] = {}
+
+
+def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+    """Class decorator: make ``cls`` the adapter for each of its ``model_types``."""
+    for model_type in cls.model_types:
+        _ADAPTERS[model_type] = cls
+    return cls
+
+
+def adapter_class(model_type: str) -> type[ModelAdapter]:
+    """The adapter registered for an HF ``config.model_type``."""
+    try:
+        return _ADAPTERS[model_type]
+    except KeyError:
+        raise invalid_choice(
+            "model family (config.model_type)", model_type, sorted(_ADAPTERS)
+        ) from None
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_ADAPTERS)
+
+
+class ModelAdapter:
+    """Uniform access to the MLP neurons of one model.
+
+    Subclasses set ``model_types``, ``kind`` and ``layouts`` (module layouts tried in order,
+    since module names change between transformers releases).
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[ModelKind]
+    layouts: ClassVar[tuple[MlpLayout, ...]]
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layout, self.blocks = self._find_blocks(model)
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> ModelAdapter:
+        """Pick the adapter from the model's HF config, not from its module names."""
+        return adapter_class(model.config.model_type)(model)
+
+    def _find_blocks(self, model: nn.Module) -> tuple[MlpLayout, list[nn.Module]]:
+        for layout in self.layouts:
+            try:
+                blocks = model.get_submodule(layout.blocks)
+            except AttributeError:
+                continue
+            return layout, list(blocks)
+        tried = ", ".join(layout.blocks for layout in self.layouts)
+        raise ConfigError(
+            f"{type(self).__name__}: none of the known block paths ({tried}) exists in this "
+            f"{type(model).__name__}; the installed transformers release may have moved them"
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def n_neurons(self) -> int:
+        """MLP width (neurons per layer)."""
+        return self.input_weight(0).shape[0]
+
+    @property
+    def is_gated(self) -> bool:
+        return self.layout.gate is not None
+
+    def neuron_site(self, layer: int) -> nn.Module:
+        """The module whose input is the neuron activation vector (hook it with a pre-hook)."""
+        return self.blocks[layer].get_submodule(self.layout.down)
+
+    def site_name(self, layer: int) -> str:
+        """Stable name of the neuron site, the same for every family."""
+        return f"blocks.{layer}.mlp.neurons"
+
+    def _linear_weight(self, layer: int, path: str) -> torch.Tensor:
+        """Weight of an MLP linear in PyTorch's ``[out_features, in_features]`` convention."""
+        return self.blocks[layer].get_submodule(path).weight
+
+    def input_weight(self, layer: int, which: WeightChoice = "up") -> torch.Tensor:
+        """Neuron input weights ``[d_mlp, d_model]`` (one row per neuron).
+
+        For gated MLPs ``which`` picks the up projection, the gate, or both side by side
+        (``concat``: ``[d_mlp, 2 * d_model]``).
+        """
+        if which == "up" or not self.is_gated:
+            if which != "up":
+                raise ConfigError(f"which={which!r} needs a gated MLP; this model has only 'up'")
+            return self._linear_weight(layer, self.layout.up)
+        gate = self._linear_weight(layer, self.layout.gate)
+        if which == "gate":
+            return gate
+        if which == "concat":
+            return torch.cat([self._linear_weight(layer, self.layout.up), gate], dim=1)
+        raise invalid_choice("input weight", which, ["up", "gate", "concat"])
+
+    def output_weight(self, layer: int) -> torch.Tensor:
+        """Neuron output weights ``[d_model, d_mlp]`` (one column per neuron)."""
+        return self._linear_weight(layer, self.layout.down)

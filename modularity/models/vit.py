@@ -1,0 +1,17 @@
+"""ViT image classifiers: GELU MLP ``fc1`` -> ``fc2``.
+
+transformers 5 keeps blocks at ``vit.layers.N.mlp``; 4.x kept them at
+``vit.encoder.layer.N`` with ``intermediate.dense`` / ``output.dense``.
+"""
+
+from modularity.models.adapter import MlpLayout, ModelAdapter, register_adapter
+
+
+@register_adapter
+class ViTAdapter(ModelAdapter):
+    model_types = ("vit",)
+    kind = "image_classifier"
+    layouts = (
+        MlpLayout(blocks="vit.layers", up="mlp.fc1", down="mlp.fc2"),
+        MlpLayout(blocks="vit.encoder.layer", up="intermediate.dense", down="output.dense"),
+    )
