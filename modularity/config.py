@@ -59,6 +59,16 @@ class TaskConfig:
 
 
 @dataclass
+class DataConfig:
+    """Sizes applied to every task of a run (the main task, its reference, ``tasks``);
+    null keeps each task's own."""
+
+    collect_size: int | None = None
+    eval_size: int | None = None
+    block_size: int | None = None
+
+
+@dataclass
 class SelectionConfig:
     fraction: float = 0.05  # share of neurons to select, in (0, 1]
     scope: str = "layer"  # layer: top fraction of each layer; global: of all layers together
@@ -117,6 +127,7 @@ class Config:
     tasks: list[str] = field(default_factory=list)  # overlap / match: tasks to compare
     analysis: Any = MISSING
     layers: list[int] | None = None  # layer subset; None = all layers
+    data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
@@ -157,9 +168,16 @@ def _load_group_config(
     return OmegaConf.merge(OmegaConf.structured(schema), _group_yaml(group, name), overrides or {})
 
 
-def load_task_config(name: str, overrides: dict[str, Any] | None = None) -> DictConfig:
-    """Load ``conf/task/<name>.yaml`` onto the schema (for references and task lists)."""
-    return _load_group_config("task", name, TaskConfig, overrides)
+def load_task_config(name: str, data: Any = None) -> DictConfig:
+    """Load ``conf/task/<name>.yaml`` onto the schema, with the run's ``data`` sizes."""
+    return _load_group_config("task", name, TaskConfig, data_overrides(data))
+
+
+def data_overrides(data: Any) -> dict[str, int]:
+    """The non-null entries of a ``data`` config node."""
+    if data is None:
+        return {}
+    return {k: v for k, v in OmegaConf.to_container(data).items() if v is not None}
 
 
 def load_model_config(name: str, overrides: dict[str, Any] | None = None) -> DictConfig:
@@ -180,5 +198,6 @@ def prepare(cfg: DictConfig) -> None:
         raise invalid_choice("ablation.mode", cfg.ablation.mode, ["zero", "mean"])
     if cfg.model.init not in ("pretrained", "random"):
         raise invalid_choice("model.init", cfg.model.init, ["pretrained", "random"])
+    cfg.task = OmegaConf.merge(cfg.task, data_overrides(cfg.data))
     for name in cfg.tasks:
         load_task_config(name)

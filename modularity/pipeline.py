@@ -45,10 +45,14 @@ class Pipeline:
     def adapter(self):  # noqa: ANN201 - ModelAdapter
         return self.loaded.adapter
 
+    def task(self, name: str) -> DictConfig:
+        """A task config by name, with the run's ``data`` sizes applied."""
+        return load_task_config(name, self.cfg.data)
+
     def reference_of(self, task: DictConfig) -> DictConfig:
         if not task.reference:
             raise ConfigError(f"task {task.name!r} names no reference task (task.reference)")
-        return load_task_config(task.reference)
+        return self.task(task.reference)
 
     def _loader(self, task: DictConfig, split: str, exclude_classes_of: DictConfig | None = None):
         return task_loader(
@@ -99,6 +103,7 @@ class Pipeline:
         reference: DictConfig,
         mask: torch.Tensor | None = None,
         means: torch.Tensor | None = None,
+        sides: tuple[str, ...] = ("task", "reference"),
     ) -> dict[str, dict[str, float]]:
         """Metrics on the task's and the reference's evaluation splits, with ``mask`` ablated.
 
@@ -106,10 +111,11 @@ class Pipeline:
         """
         frequent = self.frequent_tokens(reference)
         exclude = task if task.kind == "image" else None
-        loaders = {
-            "task": self._loader(task, "evaluate"),
-            "reference": self._loader(reference, "evaluate", exclude_classes_of=exclude),
+        build = {
+            "task": lambda: self._loader(task, "evaluate"),
+            "reference": lambda: self._loader(reference, "evaluate", exclude_classes_of=exclude),
         }
+        loaders = {side: build[side]() for side in sides}
         masked = (
             nullcontext()
             if mask is None
