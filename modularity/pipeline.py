@@ -64,11 +64,14 @@ class Pipeline:
             max_length=self.model_cfg.max_length,
         )
 
-    def _key(self, kind: str, task: DictConfig, **extra: Any) -> tuple[str, dict[str, Any]]:
+    def cache_key(
+        self, kind: str, task: DictConfig | None = None, **extra: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """Cache key (and its readable parts) of a result of this model on ``task``."""
         parts = {
             "kind": kind,
             "model": self.loaded.identity,
-            "task": _task_identity(task),
+            "task": None if task is None else _task_identity(task),
             "max_length": self.model_cfg.max_length,
             **extra,
         }
@@ -76,7 +79,7 @@ class Pipeline:
 
     def statistics(self, task: DictConfig) -> NeuronStats:
         """Neuron statistics on the task's collection split (cached)."""
-        key, meta = self._key("stats", task, version=STATS_VERSION)
+        key, meta = self.cache_key("stats", task, version=STATS_VERSION)
 
         def compute() -> dict[str, torch.Tensor]:
             stats = collect_statistics(self.loaded, self._loader(task, "collect"), self.cfg.trainer)
@@ -89,7 +92,7 @@ class Pipeline:
         """The reference collection data's most frequent tokens (for the skip metrics)."""
         if self.loaded.kind != "causal_lm":
             return None
-        key, meta = self._key("frequent_tokens", reference, version=EVAL_VERSION)
+        key, meta = self.cache_key("frequent_tokens", reference, version=EVAL_VERSION)
 
         def compute() -> dict[str, torch.Tensor]:
             blocks = text_tokens(reference, self.loaded, "collect", self.model_cfg.max_length)
@@ -129,7 +132,7 @@ class Pipeline:
 
     def baseline(self, task: DictConfig, reference: DictConfig) -> dict[str, dict[str, float]]:
         """Unpruned metrics (cached: every fraction of a sweep shares them)."""
-        key, meta = self._key(
+        key, meta = self.cache_key(
             "baseline", task, reference=_task_identity(reference), version=EVAL_VERSION
         )
 
