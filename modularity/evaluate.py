@@ -8,6 +8,7 @@ progress bars; the modules here only say what one batch does.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +29,22 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 N_FREQUENT = 50  # the skip metrics ignore the reference's 50 most frequent tokens
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up chatter (device lines, tips, worker-count advice), which
+    would otherwise repeat for every loop of a sweep; real warnings still show."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+    for message in (
+        ".*does not have many workers.*",
+        ".*GPU available but not used.*",
+        ".*LeafSpec.*is deprecated.*",
+    ):
+        warnings.filterwarnings("ignore", message)
+
+
 def make_trainer(trainer_cfg: Any) -> L.Trainer:
     """A Trainer for inference loops: no logger, checkpoints or model summary."""
+    quiet_lightning()
     return L.Trainer(
         accelerator=trainer_cfg.accelerator,
         devices=trainer_cfg.devices,
@@ -66,7 +81,9 @@ class StatsCollection(L.LightningModule):
             self.accumulator.update(layer, x, keep)
 
         with neuron_hooks(self.adapter, record):
-            self.net(**model_inputs(batch))
+            # The backbone only: the head (an LM's vocabulary projection, up to half the
+            # cost of a small LM's forward) has no MLP neurons to record.
+            self.net.base_model(**model_inputs(batch))
 
 
 def collect_statistics(loaded: LoadedModel, loader: DataLoader, trainer_cfg: Any) -> NeuronStats:

@@ -18,13 +18,14 @@ SMALL = ["data.collect_size=2048", "data.eval_size=1024", "data.block_size=64"]
 
 
 class ForwardCounter:
-    """Counts forward calls of the (process-cached) model a config loads."""
+    """Counts forward calls of the backbone of the (process-cached) model a config loads
+    (collection runs the backbone alone, evaluation the whole model around it)."""
 
     def __init__(self, cfg):
         from modularity.config import prepare
 
         prepare(cfg)
-        self.model = load_model(cfg.model).model
+        self.model = load_model(cfg.model).model.base_model
         self.calls = 0
         self.handle = self.model.register_forward_hook(self._count)
 
