@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kmeans.py
 
 models: $(STAMP)
-	$(BIN)/python -m modularity.train --force
+	$(BIN)/python -m modularity.train --force --into modularity/assets/models
 
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks

@@ -7,11 +7,14 @@ as in lightning-hydra-template; the package is installed editable from a clone (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from modularity.errors import ConfigError, invalid_choice
@@ -66,6 +69,7 @@ class DataConfig:
     collect_size: int | None = None
     eval_size: int | None = None
     block_size: int | None = None
+    source: str | None = None  # local | hub: where every task reads its data
 
 
 @dataclass
@@ -146,6 +150,15 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="task", name="task_schema", node=TaskConfig)
+
+
+def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` outside a Hydra app (``make run``,
+    tests); ``hydra=True`` keeps the ``hydra`` node (e.g. an experiment's sweep params)."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def group_options(group: str) -> list[str]:

@@ -45,6 +45,12 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def format_markdown(rows: list[list[str]], header: list[str]) -> str:
+    """A GitHub-flavoured Markdown table (pandas' ``to_markdown`` would add a dependency)."""
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
+    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
 def plot_heatmap(
     path: Path, names: Sequence[str], matrix: Any, title: str, label: str, diverging: bool = False
 ) -> Path:

@@ -22,8 +22,8 @@ from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
 from modularity.neurons.stats import NeuronStats
 
-STATS_VERSION = 1  # bump when the statistics code changes what it computes
-EVAL_VERSION = 1
+STATS_VERSION = 2  # bump when the statistics code changes what it computes
+EVAL_VERSION = 3
 
 
 def _task_identity(task: DictConfig) -> dict[str, Any]:
@@ -131,22 +131,23 @@ class Pipeline:
             }
 
     def baseline(self, task: DictConfig, reference: DictConfig) -> dict[str, dict[str, float]]:
-        """Unpruned metrics (cached: every fraction of a sweep shares them)."""
-        key, meta = self.cache_key(
-            "baseline", task, reference=_task_identity(reference), version=EVAL_VERSION
-        )
+        """Unpruned metrics (cached per side: every fraction of a sweep shares them, and
+        every text task of a sweep shares its reference's)."""
+        # What else each side's metrics depend on: the task's skip metrics use the
+        # reference's frequent tokens; an image reference leaves out the task's classes.
+        excluded = _task_identity(task) if task.kind == "image" else None
+        keyed = {
+            "task": (task, {"against": _task_identity(reference)}),
+            "reference": (reference, {"excluding": excluded}),
+        }
+        out: dict[str, dict[str, float]] = {}
+        for side, (data, depends) in keyed.items():
+            key, meta = self.cache_key("baseline", data, version=EVAL_VERSION, **depends)
 
-        def compute() -> dict[str, torch.Tensor]:
-            metrics = self.evaluate(task, reference)
-            return {
-                f"{side}/{name}": torch.tensor(v, dtype=torch.float64)
-                for side, m in metrics.items()
-                for name, v in m.items()
-            }
+            def compute(side: str = side) -> dict[str, torch.Tensor]:
+                metrics = self.evaluate(task, reference, sides=(side,))[side]
+                return {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
 
-        tensors, _ = self.cache.get_or_compute(key, compute, meta)
-        out: dict[str, dict[str, float]] = {"task": {}, "reference": {}}
-        for name, value in tensors.items():
-            side, metric = name.split("/", 1)
-            out[side][metric] = float(value)
+            tensors, _ = self.cache.get_or_compute(key, compute, meta)
+            out[side] = {k: float(v) for k, v in tensors.items()}
         return out

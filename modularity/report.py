@@ -1,9 +1,9 @@
 """``python -m modularity.report <run or multirun dir>``: one tidy table and the standard figures.
 
-Every run directory below the given one is read (selective pruning ``metrics.json``, overlap
-``overlap_table.csv`` and ``trained_vs_random.csv``, MoEfication ``alignment.csv``) into a
-long table with columns model, task, layer, fraction, metric, value, written as
-``report.csv`` and ``report.parquet``, plus figures:
+Every run directory below the given one is read (selective pruning ``metrics.json``,
+overlap ``overlap_table.csv``, ``set_sizes.csv`` and ``trained_vs_random.csv``, MoEfication
+``alignment.csv``) into a long table with columns model, task, layer, fraction, metric,
+value, written as ``report.csv`` and ``report.parquet``, plus figures:
 
 - ``drop_vs_fraction.png``: relative top-1 drop of task and reference against prune fraction;
 - ``overlap_<model>.png``: whole-model Jaccard heatmap of each overlap run;
@@ -49,10 +49,15 @@ def _prune_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _overlap_rows(path: Path) -> list[dict]:
-    run = _run_config(path.parent)
+def _model_and_fraction(run_dir: Path) -> tuple[str, float]:
+    run = _run_config(run_dir)
     fraction = run.get("selection", {}).get("fraction", np.nan)
     model = run.get("model", {}).get("name", "?") if run.get("model") else "?"
+    return model, fraction
+
+
+def _overlap_rows(path: Path) -> list[dict]:
+    model, fraction = _model_and_fraction(path.parent)
     table = pd.read_csv(path, dtype={"scope": str})
     return [
         {
@@ -67,10 +72,24 @@ def _overlap_rows(path: Path) -> list[dict]:
     ]
 
 
+def _set_size_rows(path: Path) -> list[dict]:
+    model, fraction = _model_and_fraction(path.parent)
+    table = pd.read_csv(path, dtype={"layer": str})
+    return [
+        {
+            "model": model,
+            "task": r.task,
+            "layer": r.layer,
+            "fraction": fraction,
+            "metric": "set_share",
+            "value": r.share,
+        }
+        for r in table.itertuples()
+    ]
+
+
 def _random_rows(path: Path) -> list[dict]:
-    run = _run_config(path.parent)
-    fraction = run.get("selection", {}).get("fraction", np.nan)
-    model = run.get("model", {}).get("name", "?") if run.get("model") else "?"
+    model, fraction = _model_and_fraction(path.parent)
     table = pd.read_csv(path)
     return [
         {
@@ -104,6 +123,7 @@ def _alignment_rows(path: Path) -> list[dict]:
 READERS = {
     "metrics.json": _prune_rows,
     "overlap_table.csv": _overlap_rows,
+    "set_sizes.csv": _set_size_rows,
     "trained_vs_random.csv": _random_rows,
     "alignment.csv": _alignment_rows,
 }

@@ -20,6 +20,7 @@ from modularity.errors import ConfigError, ModularityError
 
 TEXT_SPLITS = {"train": 0.7, "collect": 0.15, "evaluate": 0.15}
 TOKENIZE_CHUNK = 64  # documents per tokenizer call
+DOC_BLOCKS = 4  # most blocks one document contributes to a task's sample
 
 
 def _shuffled(docs: list[Document], seed: int) -> list[Document]:
@@ -27,17 +28,22 @@ def _shuffled(docs: list[Document], seed: int) -> list[Document]:
     return sorted(docs, key=lambda d: hashlib.sha256(f"{seed}:{d.doc_id}".encode()).digest())
 
 
-def local_documents(task: DictConfig, split: str) -> list[Document]:
-    """One split of the task's corpus; several corpora are interleaved document by document,
-    so a mixture (the local ``pile``) is balanced whatever each corpus's size."""
+def local_corpora(task: DictConfig) -> list[str]:
+    """The local corpus names of a task (one, or several for a mixture such as ``pile``)."""
     corpora = task.local.get("corpus")
     if corpora is None:
         raise ConfigError(f"task {task.name!r}: local text tasks need local.corpus")
-    names = [corpora] if isinstance(corpora, str) else list(corpora)
-    per_corpus = [
-        _shuffled(split_documents(load_corpus(name), TEXT_SPLITS, seed=task.seed)[split], task.seed)
-        for name in names
-    ]
+    return [corpora] if isinstance(corpora, str) else list(corpora)
+
+
+def corpus_documents(name: str, split: str, seed: int) -> list[Document]:
+    """One split of one corpus, in a seeded order."""
+    return _shuffled(split_documents(load_corpus(name), TEXT_SPLITS, seed=seed)[split], seed)
+
+
+def local_documents(task: DictConfig, split: str) -> list[Document]:
+    """One split of the task's corpus; several corpora are interleaved document by document."""
+    per_corpus = [corpus_documents(name, split, task.seed) for name in local_corpora(task)]
     return [doc for group in itertools.zip_longest(*per_corpus) for doc in group if doc is not None]
 
 
@@ -71,10 +77,15 @@ def task_documents(task: DictConfig, split: str) -> Iterable[Document]:
 
 
 def pack_documents(
-    docs: Iterable[Document], tokenizer: Any, block_size: int, n_tokens: int
+    docs: Iterable[Document],
+    tokenizer: Any,
+    block_size: int,
+    n_tokens: int,
+    max_doc_tokens: int | None = None,
 ) -> torch.Tensor:
     """Tokenise documents in order and pack them into ``[n_blocks, block_size]`` token ids,
-    stopping once ``n_tokens`` tokens are gathered (fewer if the split is smaller)."""
+    stopping once ``n_tokens`` tokens are gathered (fewer if the split is smaller); each
+    document contributes at most its first ``max_doc_tokens`` tokens when that is set."""
     eos = tokenizer.eos_token_id
     n_blocks = max(1, n_tokens // block_size)
     buffer: list[int] = []
@@ -83,8 +94,9 @@ def pack_documents(
         chunk = [d.text for d in itertools.islice(docs, TOKENIZE_CHUNK)]
         if not chunk:
             break
-        for ids in tokenizer(chunk, add_special_tokens=False)["input_ids"]:
-            buffer.extend(ids)
+        # verbose=False: documents longer than the model context are expected; packing cuts them.
+        for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
+            buffer.extend(ids[:max_doc_tokens])
             if eos is not None:
                 buffer.append(eos)
     usable = min(n_blocks, len(buffer) // block_size) * block_size
@@ -94,8 +106,26 @@ def pack_documents(
 def text_blocks(
     task: DictConfig, split: str, tokenizer: Any, block_size: int, n_tokens: int
 ) -> torch.Tensor:
-    """Token blocks of one split of a text task; an empty split is an error."""
-    blocks = pack_documents(task_documents(task, split), tokenizer, block_size, n_tokens)
+    """Token blocks of one split of a text task; an empty split is an error.
+
+    A document gives at most ``DOC_BLOCKS`` blocks, so a budget of a few thousand tokens
+    still samples many documents rather than one long source file; a local mixture gives
+    each of its corpora an equal share of the budget.
+    """
+    cap = DOC_BLOCKS * block_size
+    if task.source == "local" and len(local_corpora(task)) > 1:
+        names = local_corpora(task)
+        share = max(block_size, n_tokens // len(names))
+        blocks = torch.cat(
+            [
+                pack_documents(
+                    corpus_documents(n, split, task.seed), tokenizer, block_size, share, cap
+                )
+                for n in names
+            ]
+        )
+    else:
+        blocks = pack_documents(task_documents(task, split), tokenizer, block_size, n_tokens, cap)
     if blocks.shape[0] == 0:
         raise ModularityError(
             f"task {task.name!r}: the {split!r} split has fewer than {block_size} tokens"

