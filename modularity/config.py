@@ -20,7 +20,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from modularity.errors import ConfigError, invalid_choice
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-DEFAULT_MODEL = "tiny_llama"  # what `python -m modularity.run` without `+model=` analyses
+DEFAULT_MODEL = "tiny_lm_text"  # `python -m modularity.run` without `+model=`: trained, shipped
 
 
 @dataclass

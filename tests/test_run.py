@@ -41,9 +41,11 @@ def test_prune_run_on_tiny_vit_writes_artefacts(make_cfg):
     assert result["n_selected"] == round(0.1 * 2 * 64)
 
 
-def test_no_model_runs_the_builtin_default(make_cfg):
+def test_no_model_runs_the_trained_default(make_cfg):
     cfg = make_cfg("task=code", *SMALL, "task.block_size=64")
-    assert run(cfg)["n_selected"] > 0
+    result = run(cfg)
+    assert result["model"] == "tiny_lm_text" and result["n_selected"] > 0
+    assert result["before"]["task"]["top1"] > 0.05  # trained: far above chance (1/4096)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
