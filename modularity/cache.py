@@ -26,12 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from modularity.errors import ModularityError
+from modularity.paths import user_cache_dir
 
 ENV_VAR = "MODULARITY_CACHE_DIR"
 KEY_CHARS = 24  # hex digits of sha256 kept: 96 bits, no collisions in practice
@@ -46,10 +46,7 @@ Tensors = dict[str, torch.Tensor]
 
 def default_cache_root() -> Path:
     """``$MODULARITY_CACHE_DIR`` if set, else the user cache directory's ``stats`` folder."""
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("modularity")) / "stats"
+    return user_cache_dir("stats", ENV_VAR)
 
 
 def _reject(value: object) -> object:

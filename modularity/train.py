@@ -43,7 +43,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import platformdirs
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
@@ -56,10 +55,10 @@ from modularity.data.images import IMAGE_SPLITS
 from modularity.data.text import local_documents, pack_documents
 from modularity.errors import ModularityError, invalid_choice
 from modularity.evaluate import quiet_lightning
+from modularity.paths import MODELS_ENV_VAR, models_root  # noqa: F401 - tests patch the env var
 
 log = logging.getLogger(__name__)
 
-MODELS_ENV_VAR = "MODULARITY_MODELS_DIR"
 # Trained copies shipped with the package (`make models` rebuilds them), so `make run` does
 # not spend its minutes on training; weights are stored in float16 to keep them small.
 PACKAGED_MODELS = Path(__file__).resolve().parent / "assets" / "models"
@@ -134,14 +133,6 @@ RECIPES: dict[str, Recipe] = {
 
 
 # --------------------------------------------------------------------------- where models live
-
-
-def models_root() -> Path:
-    """``$MODULARITY_MODELS_DIR`` if set, else the user cache directory's ``models`` folder."""
-    env = os.environ.get(MODELS_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("modularity")) / "models"
 
 
 def _recipe(name: str) -> Recipe:

@@ -2,19 +2,11 @@
 
 import pytest
 import torch
+from tiny_models import FAMILIES, inputs_for
 
 from modularity.config import load_model_config
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate
-
-FAMILIES = ["tiny_llama", "tiny_gpt2", "tiny_neox", "tiny_vit"]
-
-
-def inputs_for(loaded):
-    torch.manual_seed(0)
-    if loaded.kind == "image_classifier":
-        return {"pixel_values": torch.randn(2, 1, 8, 8)}
-    return {"input_ids": torch.randint(3, 259, (2, 12))}
 
 
 def random_mask(adapter, seed=0):

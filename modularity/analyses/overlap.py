@@ -84,17 +84,8 @@ def write_set_sizes(out: Path, sets: dict[str, torch.Tensor], logger: RunLogger)
             {"task": name, "layer": str(i), "share": s} for i, s in enumerate(layer_share(mask))
         ]
     frame = pd.DataFrame(rows)
-    frame.to_csv(out / "set_sizes.csv", index=False)
     whole = frame[frame.layer == "all"]
-    figure = plot_bars(
-        out / "set_sizes.png",
-        list(whole.task),
-        list(whole.share),
-        "share of neurons",
-        "task set sizes",
-    )
-    logger.table("set_sizes", whole)
-    logger.image("set_sizes", figure)
+    publish(out, "set_sizes", frame, whole, whole.share, "share of neurons", logger)
     return frame
 
 
@@ -117,17 +108,27 @@ def trained_vs_random(
             }
         )
     frame = pd.DataFrame(rows)
-    frame.to_csv(out / "trained_vs_random.csv", index=False)
-    figure = plot_bars(
-        out / "trained_vs_random.png",
-        list(frame.task),
-        list(frame.jaccard),
-        "Jaccard(trained, random twin)",
-        "trained vs random-twin selections",
-    )
-    logger.table("trained_vs_random", frame)
-    logger.image("trained_vs_random", figure)
+    publish(out, "trained_vs_random", frame, frame, frame.jaccard, "Jaccard(trained, twin)", logger)
     return frame
+
+
+def publish(
+    out: Path,
+    stem: str,
+    frame: pd.DataFrame,
+    shown: pd.DataFrame,
+    values: pd.Series,
+    ylabel: str,
+    logger: RunLogger,
+) -> None:
+    """``frame`` as ``<stem>.csv``; ``shown`` (one row per task) as a logged table and as a
+    bar chart of ``values`` (``<stem>.png``)."""
+    frame.to_csv(out / f"{stem}.csv", index=False)
+    figure = plot_bars(
+        out / f"{stem}.png", list(shown.task), list(values), ylabel, stem.replace("_", " ")
+    )
+    logger.table(stem, shown)
+    logger.image(stem, figure)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

@@ -17,22 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import platformdirs
 import torch
 
 from modularity.errors import ModularityError
+from modularity.paths import MODELS_ENV_VAR, models_root  # noqa: F401 - tests patch the env var
 
 log = logging.getLogger(__name__)
-
-MODELS_ENV_VAR = "MODULARITY_MODELS_DIR"
-
-
-def models_root() -> Path:
-    """``$MODULARITY_MODELS_DIR`` if set, else the user cache directory's ``models`` folder."""
-    env = os.environ.get(MODELS_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("modularity")) / "models"
 
 
 def dequantized_dir(source_dir: str, gguf_file: str) -> Path:
