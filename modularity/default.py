@@ -9,7 +9,8 @@ numbers. Each run directory looks like a Hydra multirun job (``.hydra/config.yam
 the results), so ``python -m modularity.report`` reads it like any sweep.
 
 A step that fails (a missing optional package, say) is reported and skipped; every result
-already written stays, and the report covers what ran.
+already written stays, and the report covers what ran. A job whose directory holds a
+finished run of the same config is not run again (delete ``outputs/`` to start afresh).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from modularity.config import compose_config
+from modularity.config import compose_config, prepare
 from modularity.errors import ModularityError
 from modularity.report import report
 from modularity.run import run
@@ -68,13 +69,21 @@ def _job_dir(root: Path, number: int, overrides: Sequence[str]) -> Path:
     return root / f"{number}_{name}".replace("/", "_")
 
 
-def run_job(overrides: Sequence[str], out: Path) -> None:
-    """Compose ``overrides``, save the config where the report expects it, and run."""
+def run_job(overrides: Sequence[str], out: Path) -> bool:
+    """Compose ``overrides`` and run, unless ``out`` holds a finished run of the same config;
+    returns whether it ran. The config is saved last, as the mark of a finished run, so a
+    killed ``make run`` redoes only the jobs it had not finished."""
     cfg = compose_config(overrides)
     cfg.output_dir = str(out)
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
+    prepare(cfg)
+    saved = out / ".hydra" / "config.yaml"
+    if saved.is_file() and OmegaConf.load(saved) == cfg:
+        return False
+    saved.unlink(missing_ok=True)
+    saved.parent.mkdir(parents=True, exist_ok=True)
     run(cfg)
-    OmegaConf.save(cfg, out / ".hydra" / "config.yaml")
+    OmegaConf.save(cfg, saved)
+    return True
 
 
 def experiment_jobs(
@@ -115,7 +124,8 @@ def run_plan(
         for i, (job, job_dir) in enumerate(jobs, 1):
             log.info("[%s %d/%d] %s", experiment.name, i, len(jobs), " ".join(job[1:]) or "run")
             try:
-                run_job(job, job_dir)
+                if not run_job(job, job_dir):
+                    log.info("  finished earlier with the same config: kept")
             except ModularityError as err:
                 log.error("%s failed: %s", job_dir, err)
                 failures[str(job_dir)] = str(err)

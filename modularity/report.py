@@ -141,20 +141,36 @@ def gather(root: Path) -> pd.DataFrame:
 
 
 def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
+    """One panel per model: relative top-1 drop against prune fraction, each task (solid)
+    beside its reference (dashed, same colour), and the means over tasks in black."""
     drops = frame[frame.metric.isin(["task/drop/top1", "reference/drop/top1"])]
     if drops.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (model, task), group in drops.groupby(["model", "task"]):
-        for metric, style in (("task/drop/top1", "-o"), ("reference/drop/top1", "--x")):
-            series = group[group.metric == metric].groupby("fraction").value.mean()
-            side = metric.split("/")[0]
-            ax.plot(series.index, series.values, style, label=f"{model} {task} ({side})")
-    ax.set_xlabel("prune fraction")
-    ax.set_ylabel("relative top-1 drop")
-    ax.set_xscale("log")
-    ax.legend(fontsize=6, ncol=2)
-    ax.set_title("selective pruning: task (solid) vs reference (dashed)", fontsize=10)
+    models = sorted(drops.model.unique())
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False, sharey=True
+    )
+    for ax, model in zip(axes[0], models):
+        rows = drops[drops.model == model]
+        curves = rows.pivot_table(index="fraction", columns=["metric", "task"], values="value")
+        colours = plt.cm.tab10(np.linspace(0, 1, 10))
+        for i, task in enumerate(sorted(rows.task.unique())):
+            colour = colours[i % 10]
+            ax.plot(
+                curves.index, curves["task/drop/top1"][task], "-", color=colour, lw=1, label=task
+            )
+            ax.plot(curves.index, curves["reference/drop/top1"][task], "--", color=colour, lw=0.8)
+        ax.plot(curves.index, curves["task/drop/top1"].mean(axis=1), "-o", color="k", lw=2.2)
+        ax.plot(curves.index, curves["reference/drop/top1"].mean(axis=1), "--o", color="k", lw=2.2)
+        ax.set_xscale("log")
+        ax.set_xticks(curves.index, [f"{f:g}" for f in curves.index])
+        ax.minorticks_off()
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_title(model, fontsize=10)
+        ax.set_xlabel("prune fraction (per layer)")
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
+    axes[0][0].set_ylabel("relative top-1 drop")
+    fig.suptitle("selective pruning: task (solid) vs reference (dashed); black: mean", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

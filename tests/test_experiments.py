@@ -59,6 +59,14 @@ def test_embedded_plan_end_to_end(tmp_path):
     saved = OmegaConf.load(root / "overlap" / ".hydra" / "config.yaml")
     assert saved.model.name == "tiny_vit" and saved.analysis._target_.endswith("overlap.run")
 
+    # Again, after "killing" one job (no saved config): only that job runs.
+    results = sorted(root.rglob("metrics.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    (results[0].parent / ".hydra" / "config.yaml").unlink()
+    assert run_plan(plan, tmp_path / "out", overrides) == {}
+    rerun = [p for p in results if p.stat().st_mtime_ns != stamps[p]]
+    assert rerun == [results[0]]
+
 
 def test_failed_steps_are_reported_and_the_rest_runs(tmp_path):
     plan = [
