@@ -33,6 +33,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py
 	$(BIN)/python benchmarks/bench_kmeans.py
+	$(BIN)/python benchmarks/bench_sweep.py
 
 models: $(STAMP)
 	$(BIN)/python -m modularity.train --force --into modularity/assets/models

@@ -8,7 +8,13 @@ from transformers import AutoTokenizer
 
 from modularity.config import load_task_config
 from modularity.data.corpora import Document
-from modularity.data.text import DOC_BLOCKS, local_corpora, pack_documents, text_blocks
+from modularity.data.text import (
+    DOC_BLOCKS,
+    corpus_documents,
+    local_corpora,
+    pack_documents,
+    text_blocks,
+)
 from modularity.train import PACKAGED_MODELS
 
 TOKENIZER = AutoTokenizer.from_pretrained(PACKAGED_MODELS / "tiny_lm_text")
@@ -41,3 +47,14 @@ def test_sampling_is_deterministic():
     task = load_task_config("code")
     first = text_blocks(task, "evaluate", TOKENIZER, BLOCK, 16 * BLOCK)
     assert torch.equal(first, text_blocks(task, "evaluate", TOKENIZER, BLOCK, 16 * BLOCK))
+
+
+def test_cutting_long_documents_before_tokenising_keeps_their_first_tokens():
+    docs = corpus_documents("code", "collect", 0)[:40]
+    cap = DOC_BLOCKS * BLOCK
+    expected = []
+    for doc in docs:
+        expected += TOKENIZER(doc.text, add_special_tokens=False, verbose=False)["input_ids"][:cap]
+        expected.append(TOKENIZER.eos_token_id)
+    blocks = pack_documents(docs, TOKENIZER, BLOCK, 10**9, cap)
+    assert blocks.flatten().tolist() == expected[: blocks.numel()]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from modularity.data.images import LabelledImages, class_ids, image_split
@@ -61,6 +63,11 @@ def _as_uint8_hwc(image: object) -> object:
     return image
 
 
+# Token blocks by (task, split, block size, size, model identity); oldest dropped first.
+_TOKEN_BLOCKS: dict[str, torch.Tensor] = {}
+_MAX_TOKEN_BLOCKS = 64
+
+
 def block_size_for(task: DictConfig, loaded: LoadedModel, max_length: int | None) -> int:
     """The task's block size, capped at the model's context length."""
     limit = max_length or getattr(loaded.model.config, "max_position_embeddings", None)
@@ -70,10 +77,20 @@ def block_size_for(task: DictConfig, loaded: LoadedModel, max_length: int | None
 def text_tokens(
     task: DictConfig, loaded: LoadedModel, split: str, max_length: int | None = None
 ) -> torch.Tensor:
+    """The task's token blocks for ``split``, tokenised once per process: every job of an
+    in-process sweep evaluates the same reference and tasks again and again."""
     size = task.collect_size if split == "collect" else task.eval_size
-    return text_blocks(
-        task, split, loaded.tokenizer, block_size_for(task, loaded, max_length), size
+    block_size = block_size_for(task, loaded, max_length)
+    key = json.dumps(
+        [OmegaConf.to_container(task, resolve=True), split, block_size, size, loaded.identity],
+        sort_keys=True,
+        default=str,
     )
+    if key not in _TOKEN_BLOCKS:
+        if len(_TOKEN_BLOCKS) >= _MAX_TOKEN_BLOCKS:
+            _TOKEN_BLOCKS.pop(next(iter(_TOKEN_BLOCKS)))
+        _TOKEN_BLOCKS[key] = text_blocks(task, split, loaded.tokenizer, block_size, size)
+    return _TOKEN_BLOCKS[key]
 
 
 def task_loader(

@@ -91,7 +91,10 @@ def pack_documents(
     buffer: list[int] = []
     docs = iter(docs)
     while len(buffer) < n_blocks * block_size:
-        chunk = [d.text for d in itertools.islice(docs, TOKENIZE_CHUNK)]
+        # A capped document is cut before tokenising, at 64 characters a token (far above
+        # any text's average), so a large source file costs its first tokens, not all.
+        chars = None if max_doc_tokens is None else 64 * max_doc_tokens
+        chunk = [d.text[:chars] for d in itertools.islice(docs, TOKENIZE_CHUNK)]
         if not chunk:
             break
         # verbose=False: documents longer than the model context are expected; packing cuts them.
