@@ -137,7 +137,7 @@ def write_summary(
     frame: pd.DataFrame, out: Path, failures: Mapping[str, str], seconds: float
 ) -> Path:
     """Write ``out/summary.md`` from the tidy table and link every figure under ``out``."""
-    lines = ["# modularity: embedded default", "", f"Wall time: {seconds / 60:.1f} min.", ""]
+    lines = ["# modularity: embedded default", "", f"This invocation: {seconds / 60:.1f} min.", ""]
     for model in sorted(frame.model.dropna().unique()):
         sections = pruning_section(frame, model) + [""] + overlap_section(frame, model)
         sections += [""] + alignment_section(frame, model)
