@@ -83,3 +83,14 @@ def test_failed_steps_are_reported_and_the_rest_runs(tmp_path):
     assert "no_such_package_here" in failures[str(root)]
     assert "at least two tasks" in failures[str(root / "overlap")]
     assert (root / "moefy" / "alignment.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("launcher", "target"),
+    [("slurm", "submitit"), ("local", "joblib")],
+)
+def test_launchers_compose(launcher, target):
+    cfg = compose_config(["experiment=mistral_domains", f"hydra/launcher={launcher}"], hydra=True)
+    assert target in cfg.hydra.launcher._target_.lower()
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1
