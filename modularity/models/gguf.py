@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from modularity.errors import ModularityError
-from modularity.paths import MODELS_ENV_VAR, models_root  # noqa: F401 - tests patch the env var
+from modularity.paths import models_root
 
 log = logging.getLogger(__name__)
 
