@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sweep.py
 
 models: $(STAMP)
-	$(BIN)/python -m modularity.train --force --into modularity/assets/models
+	$(BIN)/python -m modularity.zoo.train --force --into modularity/assets/models
 
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks

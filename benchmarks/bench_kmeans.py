@@ -1,4 +1,4 @@
-"""Balanced k-means: modularity.moefication.balanced_kmeans vs k-means-constrained.
+"""Balanced k-means: modularity.algorithms.kmeans.balanced_kmeans vs k-means-constrained.
 
 Both cluster the same L2-normalised float32 rows into E experts of sizes d // E or
 d // E + 1: a GPT-2-sized layer (3072 x 768, E=96) and a Mistral-sized one (14336 x 4096,
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from modularity.moefication import balanced_kmeans
+from modularity.algorithms.kmeans import balanced_kmeans
 
 SHAPES = [(3072, 768, 96), (14336, 4096, 128)]
 QUICK_SHAPES = [(3072, 768, 96)]

@@ -28,9 +28,10 @@ from typing import Any
 from unittest import mock
 
 from modularity import pipeline
+from modularity.collect import collect_statistics
 from modularity.config import compose_config, prepare
 from modularity.default import Experiment, run_plan
-from modularity.evaluate import collect_statistics, evaluate
+from modularity.evaluate import evaluate
 from modularity.neurons.masks import ablate
 from modularity.neurons.scoring import score_neurons
 from modularity.neurons.selection import select_top_fraction

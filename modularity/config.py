@@ -19,7 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from modularity.errors import ConfigError, invalid_choice
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEFAULT_MODEL = "tiny_lm_text"  # `python -m modularity.run` without `+model=`: trained, shipped
 
 
@@ -29,7 +29,7 @@ class ModelConfig:
 
     name: str = MISSING
     path: str | None = None  # hub id or local directory
-    builtin: str | None = None  # a small model trained by the project (modularity.train)
+    builtin: str | None = None  # a small model trained by the project (modularity.zoo.train)
     hf_config: dict[str, Any] | None = None  # build from an HF config dict (no download)
     tokenizer: str | None = None  # hub id or directory; "bytes" for a byte-level one
     init: str = "pretrained"  # pretrained | random (the random-initialisation twin)

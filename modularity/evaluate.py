@@ -1,15 +1,7 @@
-"""Lightning loops over a model: collect neuron statistics, and evaluate.
-
-Lightning places the model and batches on the configured device, applies the precision
-(``bf16-true`` keeps a 7B model in bf16), reduces metrics across devices and draws the
-progress bars; the modules here only say what one batch does.
-"""
+"""Evaluation: a Lightning loop measuring accuracy and loss of the model as it is now."""
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -20,81 +12,9 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 
 from modularity.models.loading import LoadedModel
-from modularity.neurons.masks import neuron_hooks
-from modularity.neurons.stats import NeuronStats, NeuronStatsAccumulator, stats_from_sums
-
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+from modularity.trainer import make_trainer, model_inputs
 
 N_FREQUENT = 50  # the skip metrics ignore the reference's 50 most frequent tokens
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's start-up chatter (device lines, tips, worker-count advice), which
-    would otherwise repeat for every loop of a sweep; real warnings still show."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
-    for message in (
-        ".*does not have many workers.*",
-        ".*GPU available but not used.*",
-        ".*LeafSpec.*is deprecated.*",
-    ):
-        warnings.filterwarnings("ignore", message)
-
-
-def make_trainer(trainer_cfg: Any) -> L.Trainer:
-    """A Trainer for inference loops: no logger, checkpoints or model summary."""
-    quiet_lightning()
-    return L.Trainer(
-        accelerator=trainer_cfg.accelerator,
-        devices=trainer_cfg.devices,
-        strategy=trainer_cfg.strategy,
-        precision=trainer_cfg.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=trainer_cfg.progress_bar,
-    )
-
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The keyword arguments the HF model takes (labels are scored here, not by the model)."""
-    return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "pixel_values")}
-
-
-class StatsCollection(L.LightningModule):
-    """One pass of statistics collection: moments, or |x - center| sums when centred."""
-
-    def __init__(self, loaded: LoadedModel, center: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.net = loaded.model
-        self.adapter = loaded.adapter
-        self.accumulator = NeuronStatsAccumulator(
-            self.adapter.n_layers, self.adapter.n_neurons, center=center
-        )
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        mask = batch.get("attention_mask")
-        keep = None if mask is None else mask.bool()
-
-        def record(layer: int, x: torch.Tensor) -> None:
-            self.accumulator.update(layer, x, keep)
-
-        with neuron_hooks(self.adapter, record):
-            # The backbone only: the head (an LM's vocabulary projection, up to half the
-            # cost of a small LM's forward) has no MLP neurons to record.
-            self.net.base_model(**model_inputs(batch))
-
-
-def collect_statistics(loaded: LoadedModel, loader: DataLoader, trainer_cfg: Any) -> NeuronStats:
-    """Two passes over ``loader``: moments first, then the exact MAD around their mean."""
-    first = StatsCollection(loaded)
-    make_trainer(trainer_cfg).test(first, dataloaders=loader, verbose=False)
-    moments = first.accumulator.compute()
-    mean = moments["sum"] / moments["count"].clamp_min(1)
-    second = StatsCollection(loaded, center=mean)
-    make_trainer(trainer_cfg).test(second, dataloaders=loader, verbose=False)
-    return stats_from_sums(moments, second.accumulator.compute())
 
 
 class Evaluation(L.LightningModule):
@@ -181,7 +101,3 @@ def drop_summary(before: dict[str, float], after: dict[str, float]) -> dict[str,
         change = (after[name] - base) if name == "loss" else (base - after[name])
         out[name] = change / abs(base)
     return out
-
-
-def layer_counts(mask: torch.Tensor) -> Sequence[int]:
-    return mask.sum(1).tolist()

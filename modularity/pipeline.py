@@ -14,10 +14,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from modularity.cache import StatsCache
+from modularity.collect import collect_statistics
 from modularity.config import load_task_config
 from modularity.data.tasks import task_loader, text_tokens
 from modularity.errors import ConfigError
-from modularity.evaluate import collect_statistics, evaluate, most_frequent_tokens
+from modularity.evaluate import evaluate, most_frequent_tokens
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
 from modularity.neurons.stats import NeuronStats

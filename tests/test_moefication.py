@@ -7,8 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
-from modularity.errors import ConfigError, ModularityError
-from modularity.moefication import (
+from modularity.algorithms.kmeans import (
     ALIGNMENT_STATISTICS,
     alignment_statistics,
     balanced_kmeans,
@@ -16,6 +15,7 @@ from modularity.moefication import (
     plain_kmeans,
     random_partition,
 )
+from modularity.errors import ConfigError, ModularityError
 
 
 def gaussian_rows(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import hypergeom
 
-from modularity.errors import ConfigError
-from modularity.overlap import (
+from modularity.algorithms.set_overlap import (
     containment,
     intersection_null,
     jaccard,
@@ -21,6 +20,7 @@ from modularity.overlap import (
     overlap_table,
     set_share,
 )
+from modularity.errors import ConfigError
 
 
 def mask(indices_per_layer: list[list[int]], neurons: int = 10) -> np.ndarray:

@@ -15,7 +15,7 @@ from modularity.data.text import (
     pack_documents,
     text_blocks,
 )
-from modularity.train import PACKAGED_MODELS
+from modularity.zoo.train import PACKAGED_MODELS
 
 TOKENIZER = AutoTokenizer.from_pretrained(PACKAGED_MODELS / "tiny_lm_text")
 BLOCK = 32

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modularity import train
+from modularity.zoo import train
 from modularity.config import load_model_config
 from modularity.data.image_sources import load_image_set
 from modularity.errors import ModularityError

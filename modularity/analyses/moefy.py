@@ -17,14 +17,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from modularity.analyses.prune import task_selection
-from modularity.loggers import RunLogger
-from modularity.moefication import (
+from modularity.algorithms.kmeans import (
     alignment_statistics,
     balanced_kmeans,
     plain_kmeans,
     random_partition,
 )
+from modularity.analyses.prune import task_selection
+from modularity.loggers import RunLogger
 from modularity.neurons.selection import check_layers
 from modularity.outputs import plt, write_json, write_tensors
 from modularity.pipeline import Pipeline

@@ -2,7 +2,8 @@
 
 Every task is scored against its own reference with cached statistics, selected with the
 run's selection settings, and compared. Raw overlaps come with the null model of random
-sets of the same per-layer sizes (hypergeometric z-scores and p-values, ``modularity.overlap``).
+sets of the same per-layer sizes (hypergeometric z-scores and p-values,
+``modularity.algorithms.set_overlap``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from modularity.analyses.prune import task_selection
-from modularity.errors import ConfigError
-from modularity.loggers import RunLogger
-from modularity.outputs import format_table, plot_bars, plot_heatmap, write_json, write_tensors
-from modularity.overlap import (
+from modularity.algorithms.set_overlap import (
     intersection_null,
     jaccard,
     layer_groups,
@@ -28,6 +25,10 @@ from modularity.overlap import (
     overlap_table,
     set_share,
 )
+from modularity.analyses.prune import task_selection
+from modularity.errors import ConfigError
+from modularity.loggers import RunLogger
+from modularity.outputs import format_table, plot_bars, plot_heatmap, write_json, write_tensors
 from modularity.pipeline import Pipeline
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ def _hf_config(cfg: DictConfig) -> PretrainedConfig:
 def _source_dir(cfg: DictConfig) -> str | None:
     """Directory or hub id holding weights, tokenizer and config (None for config dicts)."""
     if cfg.builtin:
-        from modularity.train import builtin_model_dir
+        from modularity.zoo.train import builtin_model_dir
 
         return str(builtin_model_dir(cfg.builtin))
     if cfg.path:
@@ -165,7 +165,7 @@ def model_identity(cfg: DictConfig) -> dict[str, Any]:
     for irrelevant in ("batch_size", "max_length", "name"):
         identity.pop(irrelevant, None)
     if cfg.builtin:
-        from modularity.train import builtin_model_dir
+        from modularity.zoo.train import builtin_model_dir
 
         weights = builtin_model_dir(cfg.builtin) / "model.safetensors"
         identity["weights_mtime"] = weights.stat().st_mtime_ns if weights.exists() else None

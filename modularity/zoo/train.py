@@ -13,7 +13,7 @@ tiny_lm_text      Llama, context 128, 4 layers x 512 (gated SiLU), BPE 4k  1.57M
 ================  =====================================================  ======  ========
 
 Trained copies ship in ``modularity/assets/models`` (weights in float16, a few MB), rebuilt
-by ``make models`` (``python -m modularity.train --force --into modularity/assets/models``;
+by ``make models`` (``python -m modularity.zoo.train --force --into modularity/assets/models``;
 about 5 and 10 minutes on two CPU cores).  ``builtin_model_dir`` uses a copy only if its
 ``training.json`` records the current recipe: editing a recipe retrains the model on next
 use, into the user cache (``$MODULARITY_MODELS_DIR`` overrides it).  Training is seeded and
@@ -54,14 +54,14 @@ from modularity.data.image_sources import ImageSet, load_image_set, split_indice
 from modularity.data.images import IMAGE_SPLITS
 from modularity.data.text import local_documents, pack_documents
 from modularity.errors import ModularityError, invalid_choice
-from modularity.evaluate import quiet_lightning
 from modularity.paths import models_root
+from modularity.trainer import quiet_lightning
 
 log = logging.getLogger(__name__)
 
 # Trained copies shipped with the package (`make models` rebuilds them), so `make run` does
 # not spend its minutes on training; weights are stored in float16 to keep them small.
-PACKAGED_MODELS = Path(__file__).resolve().parent / "assets" / "models"
+PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
 SEED = 0
 TRAINING_RECORD = "training.json"
 END_OF_TEXT = "<|endoftext|>"
@@ -555,7 +555,7 @@ def train_lm(recipe: LmRecipe, out: Path, max_steps: int | None) -> dict[str, An
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m modularity.train [names...] [--force]``: train and print the metrics."""
+    """``python -m modularity.zoo.train [names...] [--force]``: train and print the metrics."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help=f"default: all of {', '.join(RECIPES)}")
     parser.add_argument("--force", action="store_true", help="retrain models already saved")
