@@ -18,9 +18,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from modularity.atomic import atomic_directory, remove_stale_temporaries
 from modularity.errors import ModularityError
 from modularity.paths import user_cache_dir
 
@@ -38,7 +36,6 @@ KEY_CHARS = 24  # hex digits of sha256 kept: 96 bits, no collisions in practice
 _FORMAT = 1  # part of every key: bump when the entry layout changes, and old entries go unused
 _TENSORS = "tensors.safetensors"
 _META = "meta.json"
-_TMP_PREFIX = ".tmp-"
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component, never a temp dir
 
 Tensors = dict[str, torch.Tensor]
@@ -163,20 +160,10 @@ class StatsCache:
         )
         if entry.exists():
             return entry
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key}-", dir=self.root))
-        try:
+        with atomic_directory(entry) as tmp:
             save_file(cpu, str(tmp / _TENSORS))
             _write_synced(tmp / _TENSORS)
             _write_synced(tmp / _META, meta_text.encode("utf-8"))
-            try:
-                os.rename(tmp, entry)
-            except OSError:
-                if not (entry / _TENSORS).is_file():
-                    raise
-                # Another writer renamed its copy of this key into place first: keep that one.
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return entry
 
     def get_or_compute(
@@ -198,20 +185,5 @@ class StatsCache:
         return tensors, False
 
     def prune_temporary(self, older_than_s: float = 3600.0) -> int:
-        """Remove temporary directories of killed writes older than ``older_than_s``.
-
-        The age guard spares writes in progress in other processes. Returns how many went.
-        """
-        if not self.root.is_dir():
-            return 0
-        cutoff = time.time() - older_than_s
-        removed = 0
-        for tmp in self.root.glob(f"{_TMP_PREFIX}*"):
-            try:
-                stale = tmp.stat().st_mtime < cutoff
-            except FileNotFoundError:  # another process pruned it first
-                continue
-            if stale:
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed += 1
-        return removed
+        """Remove temporary directories of killed writes older than ``older_than_s``."""
+        return remove_stale_temporaries(self.root, older_than_s)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from modularity.atomic import atomic_directory, remove_stale_temporaries
 from modularity.errors import ModularityError
 from modularity.paths import models_root
 
@@ -62,19 +60,9 @@ def _dequantize(source_dir: str, gguf_file: str, target: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed into place: a crashed or concurrent
-    # de-quantisation never leaves a half-written directory under the final name.
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-gguf-", dir=target.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a shared models directory
+    # Renamed into place when whole: a crashed or concurrent de-quantisation never leaves a
+    # half-written directory under the final name; a killed one's leftovers are removed later.
+    remove_stale_temporaries(target.parent)
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not (target / "config.json").is_file():  # not just another process winning
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
