@@ -10,14 +10,23 @@ root, so a reader sees a whole entry or none: a killed run leaves only a ``.tmp-
 which lookups ignore and pruning removes, and of concurrent writers of one key the first rename
 wins while the others discard their copies. Entries are never modified after that. Nothing
 locks: two jobs that miss at once both compute, which costs time but never correctness.
+
+A cached value is used only if it is intact: ``meta.json`` records the sha256 of the tensors
+file, and the caller's check (shapes, finiteness, value ranges) runs on every read. An entry
+that fails either is moved aside (``.corrupt-*``, with a one-line warning naming it) and
+recomputed, never used. A cache directory that cannot be written is detected before anything
+is computed: results are then kept for the run only, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import tempfile
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,20 +34,22 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from modularity.atomic import atomic_directory, remove_stale_temporaries
-from modularity.errors import ModularityError
 from modularity.paths import user_cache_dir
 
 ENV_VAR = "MODULARITY_CACHE_DIR"
 KEY_CHARS = 24  # hex digits of sha256 kept: 96 bits, no collisions in practice
-_FORMAT = 1  # part of every key: bump when the entry layout changes, and old entries go unused
+_FORMAT = 2  # part of every key: bump when the entry layout changes, and old entries go unused
 _TENSORS = "tensors.safetensors"
 _META = "meta.json"
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component, never a temp dir
 
 Tensors = dict[str, torch.Tensor]
+Check = Callable[[Tensors], None]  # raises ValueError when cached tensors are not usable
+log = logging.getLogger(__name__)
+_CORRUPT_PREFIX = ".corrupt-"
 
 
 def default_cache_root() -> Path:
@@ -72,12 +83,11 @@ def _cpu_tensors(tensors: Mapping[str, torch.Tensor]) -> Tensors:
     return out
 
 
-def _write_synced(path: Path, data: bytes | None = None) -> None:
-    """Write ``data`` (or keep the file's contents) and flush it to disk before any rename."""
-    with open(path, "wb" if data is not None else "rb+") as f:
-        if data is not None:
-            f.write(data)
-            f.flush()
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` and flush it to disk before the entry is renamed into place."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
 
 
@@ -92,11 +102,27 @@ class StatsCache:
     def __init__(self, root: str | Path | None = None, *, enabled: bool = True) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
         self.enabled = enabled
-        if enabled:
+        self.writable = enabled and self._probe_writable()
+        if self.writable:
             self.prune_temporary()
 
     def __repr__(self) -> str:
         return f"StatsCache(root={str(self.root)!r}, enabled={self.enabled})"
+
+    def _probe_writable(self) -> bool:
+        """Whether entries can be written; if not, say so once, before any computation."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+            return True
+        except OSError as err:
+            log.warning(
+                "cache %s is not writable (%s): results are kept for this run only",
+                self.root,
+                err.strerror or err,
+            )
+            return False
 
     @staticmethod
     def key(**parts: object) -> str:
@@ -119,20 +145,40 @@ class StatsCache:
             raise ValueError(f"invalid cache key {key!r}: letters, digits, '_', '.', '-' only")
         return self.root / key
 
-    def get(self, key: str) -> Tensors | None:
-        """The cached tensors (on CPU), or None on a miss or when the cache is disabled."""
-        tensors_file = self.path(key) / _TENSORS
-        if not self.enabled or not tensors_file.is_file():
+    def get(self, key: str, check: Check | None = None) -> Tensors | None:
+        """The cached tensors (on CPU) if the entry exists and is intact, else None.
+
+        An entry whose checksum or ``check`` fails is moved aside and reported, never used.
+        """
+        entry = self.path(key)
+        if not self.enabled or not (entry / _TENSORS).is_file():
             return None
         try:
-            return load_file(tensors_file)
-        except (OSError, SafetensorError) as err:
-            raise ModularityError(
-                f"cache entry {tensors_file.parent} is unreadable ({err}); delete it to recompute"
-            ) from err
+            meta = json.loads((entry / _META).read_text(encoding="utf-8"))
+            data = (entry / _TENSORS).read_bytes()
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ValueError("checksum mismatch")
+            tensors = load(data)
+            if check is not None:
+                check(tensors)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+            self._quarantine(entry, err)
+            return None
+        return tensors
+
+    def _quarantine(self, entry: Path, err: Exception) -> None:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        aside = entry.with_name(f"{_CORRUPT_PREFIX}{entry.name}-{time.time_ns()}")
+        try:
+            os.rename(entry, aside)
+        except OSError:
+            aside = entry  # read-only cache, or another process moved it first
+        message = "cache entry %s is corrupt (%s): moved to %s; recomputing"
+        log.warning(message, entry, reason, aside)
 
     def read_meta(self, key: str) -> dict[str, object] | None:
-        """The entry's ``meta.json``: key, creation time, tensor dtypes/shapes, caller's meta."""
+        """The entry's ``meta.json``: key, checksum, creation time, tensor dtypes/shapes,
+        caller's meta."""
         meta_file = self.path(key) / _META
         if not self.enabled or not meta_file.is_file():
             return None
@@ -144,25 +190,31 @@ class StatsCache:
         """Store ``tensors`` under ``key`` atomically; returns the entry directory.
 
         ``meta`` (JSON values; typically the key's parts) goes into ``meta.json`` for humans.
-        An existing entry is kept as is, since the first writer of a key wins. Returns None
-        at once, writing nothing, when the cache is disabled.
+        An existing entry is kept as is, since the first writer of a key wins. Returns None,
+        writing nothing, when the cache is disabled or not writable.
         """
         entry = self.path(key)
-        if not self.enabled:
+        if not self.writable:
             return None
         cpu = _cpu_tensors(tensors)
+        data = save(cpu)
         shapes = {name: {"dtype": str(t.dtype), "shape": list(t.shape)} for name, t in cpu.items()}
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         meta_text = _to_json(
-            {"key": key, "created": created, "tensors": shapes, "meta": dict(meta)},
+            {
+                "key": key,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "created": created,
+                "tensors": shapes,
+                "meta": dict(meta),
+            },
             indent=2,
             sort_keys=True,
         )
         if entry.exists():
             return entry
         with atomic_directory(entry) as tmp:
-            save_file(cpu, str(tmp / _TENSORS))
-            _write_synced(tmp / _TENSORS)
+            _write_synced(tmp / _TENSORS, data)
             _write_synced(tmp / _META, meta_text.encode("utf-8"))
         return entry
 
@@ -171,12 +223,14 @@ class StatsCache:
         key: str,
         compute: Callable[[], Mapping[str, torch.Tensor]],
         meta: Mapping[str, object],
+        check: Check | None = None,
     ) -> tuple[Tensors, bool]:
         """Cached tensors and True, or ``compute()``'s (stored, as CPU tensors) and False.
 
-        ``meta`` is checked before computing, so a bad value cannot waste the computation.
+        ``meta`` is checked before computing, so a bad value cannot waste the computation;
+        ``check`` validates a cached entry before it is used.
         """
-        cached = self.get(key)
+        cached = self.get(key, check)
         if cached is not None:
             return cached, True
         _to_json(dict(meta))  # fail now, not after the computation

@@ -1,14 +1,19 @@
-"""Structured config schemas, registered with Hydra's ConfigStore.
+"""Structured config schemas, registered with Hydra's ConfigStore, and composition helpers.
 
-The YAML files under ``conf/`` extend these schemas, so a misspelt key fails at composition
-instead of being silently ignored. ``conf/`` sits at the repository root beside the package,
-as in lightning-hydra-template; the package is installed editable from a clone (``make``).
+The root schema types every node, so a misspelt key or a bad choice (an Enum field) fails at
+composition with Hydra's own message. The YAML files live in ``modularity/conf`` inside the
+package, so an installed wheel runs from any directory. Task families (one task per class
+or superclass of an image set) are generated here, in one loop, instead of one YAML each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +22,27 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from modularity.errors import ConfigError, invalid_choice
-
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-DEFAULT_MODEL = "tiny_lm_text"  # `python -m modularity.run` without `+model=`: trained, shipped
+
+
+# Enum members are named as users type them (``selection.scope=global``), hence the
+# functional form where a name is a Python keyword or starts with a digit.
+Scope = Enum("Scope", {"layer": "layer", "global": "global"})
+AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
+Scorer = Enum("Scorer", {n: n for n in ("mad", "abs", "std", "rms", "freq", "mean", "random")})
+Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
+DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
+Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
+TaskKind = Enum("TaskKind", {"text": "text", "image": "image"})
+Source = Enum("Source", {"local": "local", "hub": "hub"})
+# What a text task's reference leaves out: the task's own documents (always: references and
+# tasks read disjoint document pools) or, in addition, the task's whole domain (its corpora).
+ReferenceExclusion = Enum("ReferenceExclusion", {"documents": "documents", "domain": "domain"})
+
+
+def choice(value: Any) -> str:
+    """The string a user typed for an Enum field (or the value itself if it is a string)."""
+    return value.name if isinstance(value, Enum) else str(value)
 
 
 @dataclass
@@ -28,31 +50,32 @@ class ModelConfig:
     """Which network to analyse and how to load it."""
 
     name: str = MISSING
-    path: str | None = None  # hub id or local directory
-    builtin: str | None = None  # a small model trained by the project (modularity.zoo.train)
+    path: str | None = None  # hub id, local directory, or pkg:<package>/<dir>
+    builtin: str | None = None  # a small model trained by the project (modularity.zoo)
+    checkpoint: str | None = None  # builtin models: "init" or "step-<n>" (training dynamics)
     hf_config: dict[str, Any] | None = None  # build from an HF config dict (no download)
     tokenizer: str | None = None  # hub id or directory; "bytes" for a byte-level one
-    init: str = "pretrained"  # pretrained | random (the random-initialisation twin)
+    init: Init = Init["pretrained"]  # pretrained | random (the random-initialisation twin)
     seed: int = 0  # seed of the random twin's initialisation
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: DType = DType["float32"]
     revision: str | None = None
     gguf_file: str | None = None  # a GGUF file inside `path`, de-quantised once and cached
-    quantization: str | None = None  # 8bit | 4bit (bitsandbytes, GPU only)
+    quantization: Quantization | None = None  # 8bit | 4bit (bitsandbytes, CUDA only)
     batch_size: int = 8
-    # Tiny models: the text task's defaults (block_size) are capped at this context length.
+    # Tiny models: the text task's block size is capped at this context length.
     max_length: int | None = None
 
 
 @dataclass
 class TaskConfig:
-    """A named data source, its split and label filter, and the reference it is scored against."""
+    """A named data source, its class filter, and the reference it is scored against."""
 
     name: str = MISSING
-    kind: str = "text"  # text | image
+    kind: TaskKind = TaskKind["text"]
     description: str = ""
     reference: str | None = None  # name of the reference task config
-    source: str = "local"  # local | hub
-    local: dict[str, Any] = field(default_factory=dict)  # text: {corpus: code}; image: {image_set}
+    source: Source = Source["local"]
+    local: dict[str, Any] = field(default_factory=dict)  # text: {corpus}; image: {image_set}
     hub: dict[str, Any] = field(default_factory=dict)  # {dataset, name, split, field, ...}
     classes: list[str] | None = None  # image tasks: class or superclass names to keep
     block_size: int = 128  # text: tokens per packed block
@@ -63,42 +86,32 @@ class TaskConfig:
 
 @dataclass
 class DataConfig:
-    """Sizes applied to every task of a run (the main task, its reference, ``tasks``);
-    null keeps each task's own."""
+    """Settings applied to every task of a run (the task, its reference, ``tasks``); a null
+    size keeps each task's own."""
 
     collect_size: int | None = None
     eval_size: int | None = None
     block_size: int | None = None
-    source: str | None = None  # local | hub: where every task reads its data
+    source: Source | None = None  # local | hub: where every task reads its data
+    exclude_from_reference: ReferenceExclusion = ReferenceExclusion["documents"]
 
 
 @dataclass
 class SelectionConfig:
     fraction: float = 0.05  # share of neurons to select, in (0, 1]
-    scope: str = "layer"  # layer: top fraction of each layer; global: of all layers together
+    scope: Scope = Scope["layer"]  # layer: top fraction of each layer; global: of all
 
 
 @dataclass
 class ScoringConfig:
-    scorer: str = "mad"  # mad | abs | std | rms | freq | mean | random
+    scorer: Scorer = Scorer["mad"]
     eps: float = 1e-6
     seed: int = 0  # for the random scorer
 
 
 @dataclass
 class AblationConfig:
-    mode: str = "zero"  # zero | mean (replace by the reference mean)
-
-
-@dataclass
-class TrainerConfig:
-    """Lightning Trainer options for collection and evaluation loops."""
-
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    progress_bar: bool = True
+    mode: AblationMode = AblationMode["zero"]  # zero | mean (replace by the reference mean)
 
 
 @dataclass
@@ -108,109 +121,156 @@ class CacheConfig:
 
 
 @dataclass
-class MoefyConfig:
-    experts: int = 32
-    weights: str = "up"  # up | gate | concat (gated MLPs)
-    n_iter: int = 20
-    n_null: int = 1000
-    top_k: int = 1
-
-
-@dataclass
-class MatchConfig:
-    target_ratio: float = 0.8  # task top-1 after pruning / before
-    tolerance: float = 0.02
-    max_fraction: float = 0.5
-    max_steps: int = 12
-
-
-@dataclass
 class Config:
-    model: ModelConfig | None = None  # None: DEFAULT_MODEL
+    model: ModelConfig = MISSING
     task: TaskConfig = MISSING
-    tasks: list[str] = field(default_factory=list)  # overlap / match: tasks to compare
-    analysis: Any = MISSING
+    tasks: list[str] = field(default_factory=list)  # overlap, moefy, match, dynamics
+    # The analysis's own structured config (its parameters), checked against the dataclass
+    # its ``_target_`` names before anything runs (modularity.analyses.base).
+    analysis: dict[str, Any] = MISSING
     layers: list[int] | None = None  # layer subset; None = all layers
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Keyword arguments of lightning.pytorch.Trainer, passed through (``+trainer.x=...``
+    # adds one); logger, checkpointing and model summary are always off for these loops.
+    trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
-    moefy: MoefyConfig = field(default_factory=MoefyConfig)
-    match: MatchConfig = field(default_factory=MatchConfig)
-    compare_random: bool = False
     logger: Any = None
     seed: int = 0
-    output_dir: str = "."
+    output_dir: str | None = None  # set by the entry point; the API picks one if None
+
+
+# --------------------------------------------------------------------------- task families
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+CIFAR20_SUPERCLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
+    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
+)  # fmt: skip
+
+
+def slug(name: str) -> str:
+    """A task-name-safe form of a class name: ``"T-shirt/top"`` -> ``"t_shirt_top"``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def task_families() -> dict[str, tuple[str, dict[str, list[str]]]]:
+    """Family prefix -> (its reference task config, {task suffix: classes to keep}).
+
+    One task per class, and one per superclass of two or more classes (a one-class
+    superclass would duplicate its class's task).
+    """
+    from modularity.data.image_sources import FASHION_MNIST_CLASSES, FASHION_MNIST_COARSE
+
+    fashion = {slug(c): [c] for c in FASHION_MNIST_CLASSES}
+    fashion.update(
+        {name: [name] for name, members in FASHION_MNIST_COARSE.items() if len(members) > 1}
+    )
+    return {
+        "digits": ("digits", {d: [d] for d in DIGIT_CLASSES}),
+        "fashion": ("fashion", fashion),
+        "cifar20": ("cifar100", {s: [s] for s in CIFAR20_SUPERCLASSES}),
+    }
+
+
+def family_tasks(prefix: str) -> list[str]:
+    """The task names of one family, e.g. ``family_tasks("digits")``."""
+    return [f"{prefix}-{suffix}" for suffix in task_families()[prefix][1]]
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _csv(values: Sequence[Any]) -> str:
+    """``${csv:${tasks}}``: a list as the comma-separated sweep Hydra's sweeper expects, so
+    an experiment names its task list once."""
+    return ",".join(str(v) for v in values)
 
 
 def register_configs() -> None:
+    """Register the root schema, the generated task families and the ``csv`` resolver."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
+    for prefix, (reference, members) in task_families().items():
+        for suffix, classes in members.items():
+            cs.store(
+                group="task",
+                name=f"{prefix}-{suffix}",
+                node={"defaults": [reference, "_self_"], "name": f"{prefix}-{suffix}",
+                      "classes": classes},
+            )  # fmt: skip
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", _csv)
+
+
+def normalise_overrides(overrides: Sequence[str]) -> list[str]:
+    """``+model=x`` (the documented spelling) means ``model=x``: ``model`` is in the
+    defaults list (so a bare run has one), where Hydra would reject ``+model``."""
+    return [arg[1:] if arg.startswith(("+model=", "+model@")) else arg for arg in overrides]
+
+
+@contextmanager
+def hydra_context() -> Iterator[None]:
+    """An initialised Hydra (config search path, ConfigStore, resolvers) outside a Hydra app,
+    for composing configs and expanding sweeps (``make run``, the API, tests)."""
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app or an enclosing context
+        yield
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
 
 
 def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
-    """Compose ``conf/config.yaml`` with ``overrides`` outside a Hydra app (``make run``,
-    tests); ``hydra=True`` keeps the ``hydra`` node (e.g. an experiment's sweep params)."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+    """Compose ``conf/config.yaml`` with ``overrides`` outside a Hydra app; ``hydra=True``
+    keeps the ``hydra`` node (e.g. an experiment's sweep)."""
+    with hydra_context():
+        return compose(
+            "config", overrides=normalise_overrides(overrides), return_hydra_config=hydra
+        )
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """Every option of a config group: YAML files and generated entries."""
+    register_configs()
+    files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    return sorted(files | stored)
 
 
-def _group_yaml(group: str, name: str) -> DictConfig:
-    """A group option with its same-group defaults merged in (``defaults: [base, _self_]``)."""
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.is_file():
+@functools.lru_cache(maxsize=256)
+def _group_node(group: str, name: str) -> DictConfig:
+    """One option of a group as the root config would hold it (defaults merged by Hydra).
+
+    Cached per process: config files do not change while a run reads them, and a sweep
+    reads the same task configs once per job.
+    """
+    from modularity.errors import invalid_choice
+
+    if name not in group_options(group):
         raise invalid_choice(group, name, group_options(group))
-    raw = OmegaConf.load(path)
-    bases = [str(d) for d in raw.pop("defaults", []) if str(d) != "_self_"]
-    return OmegaConf.merge(*(_group_yaml(group, base) for base in bases), raw)
-
-
-def _load_group_config(
-    group: str, name: str, schema: type, overrides: dict[str, Any] | None
-) -> DictConfig:
-    return OmegaConf.merge(OmegaConf.structured(schema), _group_yaml(group, name), overrides or {})
+    with hydra_context():
+        return compose("config", overrides=[f"{group}={name}"])[group]
 
 
 def load_task_config(name: str, data: Any = None) -> DictConfig:
-    """Load ``conf/task/<name>.yaml`` onto the schema, with the run's ``data`` sizes."""
-    return _load_group_config("task", name, TaskConfig, data_overrides(data))
-
-
-def data_overrides(data: Any) -> dict[str, int]:
-    """The non-null entries of a ``data`` config node."""
-    if data is None:
-        return {}
-    return {k: v for k, v in OmegaConf.to_container(data).items() if v is not None}
+    """Task config ``name`` with the run's ``data`` settings applied."""
+    return OmegaConf.merge(_group_node("task", name), data_overrides(data))
 
 
 def load_model_config(name: str, overrides: dict[str, Any] | None = None) -> DictConfig:
-    """Load ``conf/model/<name>.yaml`` onto the schema (the default model, random twins)."""
-    return _load_group_config("model", name, ModelConfig, overrides)
+    """Model config ``name`` (e.g. for random twins or tests), with ``overrides``."""
+    return OmegaConf.merge(_group_node("model", name), overrides or {})
 
 
-def prepare(cfg: DictConfig) -> None:
-    """Fill the default model, and run the checks that need no model (fail before loading)."""
-    if cfg.model is None:
-        cfg.model = load_model_config(DEFAULT_MODEL)
-    fraction = cfg.selection.fraction
-    if not 0 < fraction <= 1:
-        raise ConfigError(f"selection.fraction={fraction} is outside (0, 1]")
-    if cfg.selection.scope not in ("layer", "global"):
-        raise invalid_choice("selection.scope", cfg.selection.scope, ["layer", "global"])
-    if cfg.ablation.mode not in ("zero", "mean"):
-        raise invalid_choice("ablation.mode", cfg.ablation.mode, ["zero", "mean"])
-    if cfg.model.init not in ("pretrained", "random"):
-        raise invalid_choice("model.init", cfg.model.init, ["pretrained", "random"])
-    cfg.task = OmegaConf.merge(cfg.task, data_overrides(cfg.data))
-    for name in cfg.tasks:
-        load_task_config(name)
+def data_overrides(data: Any) -> dict[str, Any]:
+    """The ``data`` settings that replace a task's own (non-null sizes and source)."""
+    if data is None:
+        return {}
+    keys = ("collect_size", "eval_size", "block_size", "source")
+    return {k: data[k] for k in keys if data.get(k) is not None}

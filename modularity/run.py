@@ -1,50 +1,65 @@
-"""``python -m modularity.run +model=<name> task=<name> [analysis=...]``.
+"""``python -m modularity.run`` (or the ``modularity`` command): compose, check, run.
 
-A thin entry point: compose, validate, seed, dispatch the analysis named by
-``analysis._target_``. Errors in the user's input print one line and exit with status 2
-(``MODULARITY_DEBUG=1`` shows the traceback).
+A thin entry point: Hydra composes the config, :func:`modularity.analyses.base.execute`
+checks it and runs the analysis ``analysis._target_`` names. A problem with the user's
+input prints one line and exits with status 2 (``MODULARITY_DEBUG=1`` shows the
+traceback); Ctrl-C exits with 130 and says that nothing cached was lost.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from typing import Any
 
 import hydra
-import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict
 
-from modularity.config import CONF_DIR, prepare, register_configs
-from modularity.errors import ModularityError
+from modularity.config import CONF_DIR, normalise_overrides, register_configs
 
-log = logging.getLogger("modularity")
 register_configs()
 
 
 def run(cfg: DictConfig) -> Any:
-    """Run the analysis ``cfg`` describes and return its result (importable, no Hydra needed)."""
-    prepare(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    analysis = get_method(cfg.analysis._target_)
-    return analysis(cfg)
+    """Run the analysis ``cfg`` describes (importable; no Hydra app needed)."""
+    from modularity.analyses.base import execute
+
+    return execute(cfg)
+
+
+def fail(message: str, status: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> Any:
-    if HydraConfig.initialized():
-        with open_dict(cfg):
-            cfg.output_dir = HydraConfig.get().runtime.output_dir
+def app(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from modularity.errors import ModularityError
+
+    with open_dict(cfg):
+        cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
         return run(cfg)
     except ModularityError as err:
         if os.environ.get("MODULARITY_DEBUG"):
             raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
+    except ImportError as err:  # a broken install: name the package, not the import chain
+        if os.environ.get("MODULARITY_DEBUG"):
+            raise
+        name = err.name or str(err)
+        fail(f"a required package is missing or broken ({name}); reinstall it: pip install {name}")
+    except KeyboardInterrupt:
+        fail("interrupted; nothing cached was lost (finished statistics stay cached)", 130)
+    return None
+
+
+def main() -> Any:
+    """Console script ``modularity``: ``+model=x`` is read as ``model=x``."""
+    sys.argv = [sys.argv[0], *normalise_overrides(sys.argv[1:])]
+    return app()
 
 
 if __name__ == "__main__":

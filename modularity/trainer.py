@@ -1,8 +1,9 @@
 """Lightning Trainers for the inference loops (collection, evaluation), built from config.
 
-Lightning places the model and batches on the configured device, applies the precision
-(``bf16-true`` keeps a 7B model in bf16), reduces metrics across devices and draws the
-progress bars; the modules that use these Trainers only say what one batch does.
+``cfg.trainer`` holds ``lightning.pytorch.Trainer``'s own arguments (``_target_`` plus
+any keyword it takes), so every Lightning option reaches it unchanged: device placement,
+precision (``bf16-true`` keeps a 7B model in bf16), strategy, devices. The loops only say
+what one batch does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+# Always off for inference loops: they log through modularity's own logger, save nothing,
+# and would print a model summary for every loop of a sweep.
+FIXED_TRAINER_ARGS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
 
 
 def quiet_lightning() -> None:
@@ -32,19 +40,37 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message)
 
 
-def make_trainer(trainer_cfg: Any) -> L.Trainer:
-    """A Trainer for inference loops: no logger, checkpoints or model summary."""
+class StageProgressBar(TQDMProgressBar):
+    """A progress bar that names what the loop does ("collect code", "evaluate pile")."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(leave=False)
+        self.stage = stage
+
+    @property
+    def test_description(self) -> str:
+        return self.stage
+
+    def init_test_tqdm(self) -> Any:
+        bar = super().init_test_tqdm()
+        bar.set_description(self.stage)
+        return bar
+
+
+def trainer_arguments(trainer_cfg: Any) -> dict[str, Any]:
+    """The Trainer's keyword arguments from ``cfg.trainer`` (``_target_`` included)."""
+    if isinstance(trainer_cfg, DictConfig):
+        return dict(OmegaConf.to_container(trainer_cfg, resolve=True))
+    return dict(trainer_cfg)
+
+
+def make_trainer(trainer_cfg: Any, stage: str = "", **overrides: Any) -> L.Trainer:
+    """A Trainer for an inference loop, its progress bar labelled ``stage``."""
     quiet_lightning()
-    return L.Trainer(
-        accelerator=trainer_cfg.accelerator,
-        devices=trainer_cfg.devices,
-        strategy=trainer_cfg.strategy,
-        precision=trainer_cfg.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=trainer_cfg.progress_bar,
-    )
+    config = {"_target_": "lightning.pytorch.Trainer", **trainer_arguments(trainer_cfg)}
+    config.update(overrides)
+    callbacks = [StageProgressBar(stage)] if config.get("enable_progress_bar", True) else []
+    return instantiate(config, callbacks=callbacks, **FIXED_TRAINER_ARGS)
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -11,8 +11,6 @@ of pairwise swaps between experts, and a centroid update, until the inertia stop
 This stays within a fraction of a percent of the min-cost-flow optimum used by
 k-means-constrained, at a small fraction of its time (``benchmarks/bench_kmeans.py``).
 
-:func:`alignment_statistics` asks whether a selected set of neurons (e.g. those pruning finds
-task-specific) concentrates in few experts, against random sets of the same size.
 :func:`plain_kmeans` and :func:`random_partition` give comparison partitions of the same type.
 """
 
@@ -29,10 +27,8 @@ logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy.special import entr, xlogy  # noqa: E402
-from scipy.stats import hypergeom  # noqa: E402
 
-from modularity.errors import ConfigError, ModularityError  # noqa: E402
+from modularity.errors import ConfigError  # noqa: E402
 
 # Faiss k-means, which only seeds the balanced iterations, trains on a random sample of this
 # many neurons per expert (all of them for smaller layers): on a 14336-neuron layer with 128
@@ -48,9 +44,6 @@ _PARALLEL_WORK = 2**30
 # Pairwise-swap rounds after each greedy assignment: later rounds rarely change the final
 # inertia, because the next greedy assignment starts afresh from the updated centroids.
 _SWAP_ROUNDS = 3
-
-# Names of the statistics returned by alignment_statistics, in a stable order.
-ALIGNMENT_STATISTICS = ("topk_fraction", "entropy", "ami")
 
 
 @dataclass(frozen=True)
@@ -68,25 +61,9 @@ class BalancedKMeansResult:
     sizes: np.ndarray
 
 
-@dataclass(frozen=True)
-class AlignmentStat:
-    """One statistic of a selected neuron set against random sets of the same size.
-
-    ``z`` and ``p_value`` are oriented so that a set MORE concentrated in few experts than
-    chance gives ``z > 0`` and a small ``p_value``, for every statistic. ``z`` is nan when
-    the null has no spread.
-    """
-
-    observed: float
-    null_mean: float
-    null_std: float
-    z: float
-    p_value: float
-
-
 def expert_capacities(d_mlp: int, n_experts: int) -> np.ndarray:
     """Expert sizes [E] int64: ``d_mlp // E`` each, the first ``d_mlp % E`` one larger."""
-    _check_n_experts(n_experts, d_mlp)
+    check_n_experts(n_experts, d_mlp)
     sizes = np.full(n_experts, d_mlp // n_experts, dtype=np.int64)
     sizes[: d_mlp % n_experts] += 1
     return sizes
@@ -100,14 +77,15 @@ def balanced_kmeans(
     n_restarts: int = 3,
     seed: int = 0,
     normalize: bool = True,
-    use_gpu: bool | None = None,
+    device: str = "auto",
     max_balance_iter: int = 50,
     tol: float = 1e-3,
 ) -> BalancedKMeansResult:
     """Cluster the rows of ``weights`` [d_mlp, d_model] into ``n_experts`` equal-size experts.
 
-    Faiss k-means (``n_iter`` iterations on up to 16 sampled neurons per expert, on the GPU
-    when faiss has one and ``use_gpu`` is not False) seeds each of ``n_restarts`` runs;
+    Faiss k-means (``n_iter`` iterations on up to 16 sampled neurons per expert) seeds each
+    of ``n_restarts`` runs; ``device`` (auto, cpu, cuda) says where faiss and the balancing
+    run: auto uses CUDA when torch has it, and faiss's GPU index when faiss-gpu is installed.
     balanced Lloyd iterations on all neurons then run until the inertia improves by less than
     ``tol`` (relative) or ``max_balance_iter`` is reached. The run with the lowest inertia
     wins. Deterministic for a given ``seed`` on a given machine.
@@ -115,21 +93,21 @@ def balanced_kmeans(
     x = _prepare_rows(weights, normalize)
     d_mlp = x.shape[0]
     capacities = expert_capacities(d_mlp, n_experts)
-    _check_positive("n_iter", n_iter)
-    _check_positive("n_restarts", n_restarts)
-    _check_positive("max_balance_iter", max_balance_iter)
+    check_positive("n_iter", n_iter)
+    check_positive("n_restarts", n_restarts)
+    check_positive("max_balance_iter", max_balance_iter)
     if tol < 0:
         raise ConfigError(f"tol must be >= 0; got {tol!r}")
-    gpu = _resolve_gpu(use_gpu)
-    device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
-    xt = torch.from_numpy(x).to(device)
-    caps = torch.from_numpy(capacities).to(device)
+    where = resolve_device(device)
+    gpu = faiss_on_gpu(where)
+    xt = torch.from_numpy(x).to(where)
+    caps = torch.from_numpy(capacities).to(where)
     sq_total = _squared_total(x)
     best: tuple[torch.Tensor, torch.Tensor, float] | None = None
     for restart_seed in _restart_seeds(seed, n_restarts):
         kmeans = _faiss_kmeans(x, n_experts, n_iter, restart_seed, gpu, _SEED_POINTS_PER_EXPERT)
         start = torch.from_numpy(kmeans.centroids)
-        run = _balanced_lloyd(xt, start.to(device), caps, sq_total, max_balance_iter, tol)
+        run = _balanced_lloyd(xt, start.to(where), caps, sq_total, max_balance_iter, tol)
         if best is None or run[2] < best[2]:
             best = run
     labels, centroids, inertia = best
@@ -143,7 +121,7 @@ def plain_kmeans(
     seed: int = 0,
     n_iter: int = 20,
     normalize: bool = True,
-    use_gpu: bool | None = None,
+    device: str = "auto",
 ) -> BalancedKMeansResult:
     """Unbalanced faiss k-means of the rows of ``weights`` [d_mlp, d_model], for comparison.
 
@@ -151,9 +129,9 @@ def plain_kmeans(
     the resulting groups, as for the balanced result (an empty expert keeps its centroid).
     """
     x = _prepare_rows(weights, normalize)
-    _check_n_experts(n_experts, x.shape[0])
-    _check_positive("n_iter", n_iter)
-    gpu = _resolve_gpu(use_gpu)
+    check_n_experts(n_experts, x.shape[0])
+    check_positive("n_iter", n_iter)
+    gpu = faiss_on_gpu(resolve_device(device))
     kmeans = _faiss_kmeans(x, n_experts, n_iter, _restart_seeds(seed, 1)[0], gpu)
     _, nearest = kmeans.index.search(x, 1)
     labels = torch.from_numpy(nearest[:, 0].astype(np.int64))
@@ -185,77 +163,12 @@ def random_partition(
     return _result(torch.from_numpy(labels), means, inertia)
 
 
-def alignment_statistics(
-    labels: np.ndarray,
-    selected: np.ndarray,
-    n_experts: int,
-    *,
-    top_k: int = 1,
-    n_null: int = 1000,
-    seed: int = 0,
-) -> dict[str, AlignmentStat]:
-    """Is the ``selected`` [d_mlp] bool neuron set concentrated in few of the experts?
-
-    ``labels`` [d_mlp] gives each neuron's expert. Returns, keyed by
-    :data:`ALIGNMENT_STATISTICS`:
-
-    - ``topk_fraction``: fraction of selected neurons in the ``top_k`` experts holding most;
-    - ``entropy``: entropy (nats) of the selected neurons' distribution over experts;
-    - ``ami``: adjusted mutual information between expert labels and selected/unselected
-      (as ``sklearn.metrics.adjusted_mutual_info_score``).
-
-    The null is ``n_null`` sets of the same size drawn uniformly from the layer's neurons
-    (exact multivariate hypergeometric expert counts). ``z`` is ``(observed - null_mean) /
-    null_std`` for topk_fraction and ami, and ``(null_mean - observed) / null_std`` for entropy,
-    so concentration is positive; ``p_value`` is ``(1 + #null at least as concentrated) /
-    (1 + n_null)``.
-    """
-    labels = np.asarray(labels)
-    selected = np.asarray(selected)
-    if labels.ndim != 1 or selected.shape != labels.shape:
-        raise ConfigError(
-            f"labels and selected must be 1-D of the same length; got shapes {labels.shape} "
-            f"and {selected.shape}"
-        )
-    if selected.dtype != np.bool_:
-        raise ConfigError(f"selected must be a boolean mask; got dtype {selected.dtype}")
-    d_mlp = labels.shape[0]
-    _check_n_experts(n_experts, d_mlp)
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= n_experts:
-        raise ConfigError(
-            f"labels must be integers in [0, {n_experts}); got dtype {labels.dtype}, "
-            f"range [{labels.min()}, {labels.max()}]"
-        )
-    if not 1 <= top_k <= n_experts:
-        raise ConfigError(f"top_k must be between 1 and n_experts={n_experts}; got {top_k}")
-    _check_positive("n_null", n_null)
-    n_selected = int(selected.sum())
-    if not 0 < n_selected < d_mlp:
-        raise ConfigError(
-            f"selected must mark between 1 and {d_mlp - 1} of the {d_mlp} neurons; got {n_selected}"
-        )
-
-    sizes = np.bincount(labels, minlength=n_experts)
-    observed = np.bincount(labels[selected], minlength=n_experts)
-    rng = np.random.default_rng(seed)
-    null = rng.multivariate_hypergeometric(sizes, n_selected, size=n_null, method="count")
-    counts = np.vstack([observed, null])
-    fractions = counts / n_selected
-    values = {
-        "topk_fraction": np.sort(fractions, axis=1)[:, n_experts - top_k :].sum(axis=1),
-        "entropy": entr(fractions).sum(axis=1),
-        "ami": _ami_from_counts(counts, sizes, n_selected),
-    }
-    signs = {"topk_fraction": 1.0, "entropy": -1.0, "ami": 1.0}
-    return {name: _against_null(values[name], signs[name]) for name in ALIGNMENT_STATISTICS}
-
-
-def _check_n_experts(n_experts: int, d_mlp: int) -> None:
+def check_n_experts(n_experts: int, d_mlp: int) -> None:
     if not 1 <= n_experts <= d_mlp:
         raise ConfigError(f"n_experts must be between 1 and d_mlp={d_mlp}; got {n_experts!r}")
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{name} must be >= 1; got {value!r}")
 
@@ -295,14 +208,19 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _resolve_gpu(use_gpu: bool | None) -> bool:
-    """Whether faiss runs on GPU: auto-detected for None; True insists on one."""
-    available = faiss.get_num_gpus() > 0
-    if use_gpu and not available:
-        raise ModularityError(
-            "use_gpu=True but faiss sees no GPU; install faiss-gpu or pass use_gpu=None"
-        )
-    return available if use_gpu is None else use_gpu
+def resolve_device(device: str) -> torch.device:
+    """The torch device for ``auto`` / ``cpu`` / ``cuda``; cuda without CUDA is an error."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={device!r}; valid: auto, cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but torch sees no CUDA device; use device=auto or cpu")
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def faiss_on_gpu(device: torch.device) -> bool:
+    """Faiss runs on the GPU when the work does and faiss-gpu is installed."""
+    return device.type == "cuda" and faiss.get_num_gpus() > 0
 
 
 def _restart_seeds(seed: int, n: int) -> list[int]:
@@ -490,58 +408,4 @@ def _result(labels: torch.Tensor, centroids: torch.Tensor, inertia: float) -> Ba
         centroids=centroids.cpu().numpy().astype(np.float32),
         inertia=float(inertia),
         sizes=np.bincount(labels_np, minlength=centroids.shape[0]).astype(np.int64),
-    )
-
-
-def _ami_from_counts(counts: np.ndarray, sizes: np.ndarray, n_selected: int) -> np.ndarray:
-    """AMI [R] of expert labels vs selected, for each row of selected-per-expert counts [R, E].
-
-    Same definition as sklearn (arithmetic normalisation). Every row shares the marginals, so
-    the entropies and the expected mutual information are computed once.
-    """
-    nonempty = sizes > 0
-    if nonempty.sum() == 1:
-        return np.zeros(counts.shape[0])
-    a = sizes[nonempty].astype(np.float64)
-    n = a.sum()
-    b = np.array([n_selected, n - n_selected], dtype=np.float64)
-    inside = counts[:, nonempty].astype(np.float64)
-    table = np.stack([inside, a - inside], axis=2)  # [R, E, 2] contingency tables
-    mi = xlogy(table, n * table / (a[:, None] * b[None, :])).sum(axis=(1, 2)) / n
-    mi = np.clip(mi, 0.0, None)
-    h_experts = entr(a / n).sum()
-    h_selected = entr(b / n).sum()
-    emi = _expected_mutual_information(a, b, n)
-    denominator = (h_experts + h_selected) / 2.0 - emi
-    eps = np.finfo(np.float64).eps
-    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
-    return (mi - emi) / denominator
-
-
-def _expected_mutual_information(a: np.ndarray, b: np.ndarray, n: float) -> float:
-    """E[MI] between labelings with marginals a [E] and b [2] under random permutation."""
-    values, multiplicity = np.unique(a, return_counts=True)
-    k = np.arange(1, int(values.max()) + 1, dtype=np.float64)[None, None, :]
-    row = values[:, None, None]
-    col = b[None, :, None]
-    pmf = hypergeom.pmf(k, int(n), row, col)  # P(cell = k), zero outside the support
-    terms = (k / n) * np.log(n * k / (row * col)) * pmf
-    return float((terms.sum(axis=(1, 2)) * multiplicity).sum())
-
-
-def _against_null(values: np.ndarray, sign: float) -> AlignmentStat:
-    """values[0] observed, values[1:] null draws; sign +1 when larger is more concentrated."""
-    observed, null = float(values[0]), values[1:]
-    mean = float(null.mean())
-    std = float(null.std(ddof=1)) if null.size > 1 else 0.0
-    z = sign * (observed - mean) / std if std > 0 else float("nan")
-    # Count ties as at least as extreme, with slack for rounding in sums of the same counts.
-    slack = 1e-9 * max(1.0, abs(observed))
-    as_extreme = int(np.sum(sign * (null - observed) >= -slack))
-    return AlignmentStat(
-        observed=observed,
-        null_mean=mean,
-        null_std=std,
-        z=z,
-        p_value=(1 + as_extreme) / (1 + null.size),
     )

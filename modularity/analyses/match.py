@@ -8,20 +8,18 @@ fragile the task is; matching the damage on the task itself removes the second f
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 
+from modularity.analyses.base import Analysis, Row, RunContext
+from modularity.config import choice
 from modularity.errors import ConfigError
-from modularity.loggers import RunLogger
-from modularity.neurons.scoring import score_neurons
+from modularity.figures import plot_heatmap
 from modularity.neurons.selection import select_top_fraction
-from modularity.outputs import format_table, plot_heatmap, write_json
-from modularity.pipeline import Pipeline
+from modularity.outputs import format_table
+from modularity.pipeline import DataSpec, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +34,22 @@ class MatchedFraction:
 
 
 class TaskPruning:
-    """One task's scores, and its top-1 ratio (after / before) at any prune fraction."""
+    """One task's scores, and any task's top-1 ratio (after / before) at any fraction."""
 
-    def __init__(self, pipeline: Pipeline, cfg: DictConfig, task: DictConfig) -> None:
-        self.pipeline, self.cfg, self.task = pipeline, cfg, task
-        self.reference = pipeline.reference_of(task)
-        reference_stats = pipeline.statistics(self.reference)
-        self.means = reference_stats.mean if cfg.ablation.mode == "mean" else None
-        self.scores = score_neurons(
-            pipeline.statistics(task),
-            reference_stats,
-            cfg.scoring.scorer,
-            cfg.scoring.eps,
-            cfg.scoring.seed,
-        )
+    def __init__(self, pipe: Pipeline, task: DataSpec) -> None:
+        self.pipe, self.task = pipe, task
+        self.reference = pipe.reference_of(task)
+        self.scores = pipe.select(task).scores
 
     def mask(self, fraction: float) -> torch.Tensor:
-        return select_top_fraction(self.scores, fraction, self.cfg.selection.scope, self.cfg.layers)
+        cfg = self.pipe.cfg
+        return select_top_fraction(self.scores, fraction, choice(cfg.selection.scope), cfg.layers)
 
     def ratio(self, target: TaskPruning, fraction: float) -> float:
         """``target``'s top-1 after pruning this task's top ``fraction``, over before."""
-        before = self.pipeline.baseline(target.task, target.reference)["task"]["top1"]
-        after = self.pipeline.evaluate(
-            target.task, target.reference, self.mask(fraction), self.means, sides=("task",)
-        )["task"]["top1"]
+        before = self.pipe.baseline(target.task, target.reference)["task"].value("top1")
+        masked = self.pipe.evaluate(target.task, target.reference, self.mask(fraction), ("task",))
+        after = masked["task"].value("top1")
         return after / before if before > 0 else float("nan")
 
 
@@ -86,61 +76,73 @@ def match_fraction(
             lo = fraction
         else:
             hi = fraction
-    return MatchedFraction(
-        pruning.task.name, fraction, ratio, abs(ratio - target_ratio) <= tolerance, steps
-    )
+    converged = abs(ratio - target_ratio) <= tolerance
+    return MatchedFraction(pruning.task.name, fraction, ratio, converged, steps)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+@dataclass
+class Match(Analysis):
     """``analysis=match``: matched fractions for ``tasks`` (or ``task``) and the cross matrix."""
-    names = list(cfg.tasks) or [cfg.task.name]
-    match = cfg.match
-    if not 0 < match.target_ratio < 1:
-        raise ConfigError(f"match.target_ratio={match.target_ratio} is outside (0, 1)")
-    if not 0 < match.max_fraction <= 1:
-        raise ConfigError(f"match.max_fraction={match.max_fraction} is outside (0, 1]")
-    out = Path(cfg.output_dir)
-    pipeline = Pipeline(cfg)
-    logger = RunLogger(cfg.logger, cfg, out)
-    try:
-        prunings = {name: TaskPruning(pipeline, cfg, pipeline.task(name)) for name in names}
+
+    target_ratio: float = 0.8  # task top-1 after pruning / before
+    tolerance: float = 0.02
+    max_fraction: float = 0.5
+    max_steps: int = 12
+
+    def check(self, cfg) -> None:  # noqa: ANN001 - DictConfig
+        super().check(cfg)
+        if not 0 < self.target_ratio < 1:
+            raise ConfigError(f"analysis.target_ratio={self.target_ratio} is outside (0, 1)")
+        if not 0 < self.max_fraction <= 1:
+            raise ConfigError(f"analysis.max_fraction={self.max_fraction} is outside (0, 1]")
+        if self.max_steps < 1 or self.tolerance <= 0:
+            raise ConfigError("analysis.max_steps must be >= 1 and analysis.tolerance > 0")
+
+    def run(self, ctx: RunContext) -> list[Row]:
+        pipe = ctx.pipeline
+        specs = [pipe.task(n) for n in ctx.cfg.tasks] or [pipe.main_task()]
+        prunings = {spec.name: TaskPruning(pipe, spec) for spec in specs}
         matched = {
             name: match_fraction(
-                p, match.target_ratio, match.tolerance, match.max_fraction, match.max_steps
+                p, self.target_ratio, self.tolerance, self.max_fraction, self.max_steps
             )
             for name, p in prunings.items()
         }
-        pd.DataFrame([asdict(m) for m in matched.values()]).to_csv(out / "matched.csv", index=False)
+        names = list(prunings)
         cross = [
             [prunings[row].ratio(prunings[col], matched[row].fraction) for col in names]
             for row in names
         ]
+        ctx.table("matched", pd.DataFrame([m.__dict__ for m in matched.values()]))
         frame = pd.DataFrame(cross, index=names, columns=names)
-        frame.to_csv(out / "cross_eval.csv")
-        figure = plot_heatmap(
-            out / "cross_eval.png",
-            names,
-            cross,
-            f"top-1 after/before, rows pruned at matched fraction (target {match.target_ratio})",
-            "top-1 ratio",
+        ctx.table("cross_eval", frame.rename_axis("pruned_for"), index=True)
+        ctx.figure(
+            "cross_eval",
+            plot_heatmap(
+                ctx.out / "cross_eval.png", names, cross,
+                ctx.title(f"top-1 after/before, pruned at matched fraction (target "
+                          f"{self.target_ratio})"),
+                "top-1 ratio",
+            ),
+        )  # fmt: skip
+        rows = []
+        for name, m in matched.items():
+            rows += [
+                Row("matched_fraction", m.fraction, task=name),
+                Row("matched_ratio", m.ratio, task=name),
+                Row("converged", float(m.converged), task=name, n=float(m.steps)),
+            ]
+        rows += [
+            Row("cross_ratio", value, task=col, partner=row, measure="top1")
+            for row, values in zip(names, cross)
+            for col, value in zip(names, values)
+        ]
+        table = [
+            [n, f"{matched[n].fraction:.4f}", f"{matched[n].ratio:.3f}", *(f"{v:.3f}" for v in r)]
+            for n, r in zip(names, cross)
+        ]
+        header = ["pruned for", "fraction", "ratio", *names]
+        log.info(
+            "matched damage (target %.2f):\n%s", self.target_ratio, format_table(table, header)
         )
-        logger.table("matched", pd.DataFrame([asdict(m) for m in matched.values()]))
-        logger.table("cross_eval", frame.reset_index(names="pruned_for"))
-        logger.image("cross_eval", figure)
-        result = {
-            "matched": {n: asdict(m) for n, m in matched.items()},
-            "cross_eval": frame.to_dict(),
-        }
-        write_json(out / "match.json", result)
-    finally:
-        logger.finish()
-    rows = [
-        [n, f"{matched[n].fraction:.4f}", f"{matched[n].ratio:.3f}", *(f"{v:.3f}" for v in r)]
-        for n, r in zip(names, cross)
-    ]
-    log.info(
-        "matched damage (target %.2f):\n%s",
-        match.target_ratio,
-        format_table(rows, ["pruned for", "fraction", "ratio", *names]),
-    )
-    return result
+        return rows

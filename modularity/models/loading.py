@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -121,9 +122,11 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
         if cfg.quantization:
             kwargs["quantization_config"] = _quantization(cfg.quantization)
         return auto.from_pretrained(source, **kwargs)
-    # Random twin (or a config-dict model): the same architecture, weights from the seed.
-    torch.manual_seed(cfg.seed)
-    return auto.from_config(config).to(dtype)
+    # Random twin (or a config-dict model): the same architecture, weights from the seed,
+    # drawn without disturbing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return auto.from_config(config).to(dtype)
 
 
 def _quantization(kind: str) -> Any:
@@ -174,18 +177,26 @@ def model_identity(cfg: DictConfig) -> dict[str, Any]:
     return identity
 
 
-def load_model(cfg: DictConfig) -> LoadedModel:
-    """Load the model described by a ``model`` config node (cached within the process)."""
-    return _load_cached(json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True))
+def load_model(cfg: DictConfig | dict[str, Any]) -> LoadedModel:
+    """Load the model described by a ``model`` config node (checked against the schema).
+
+    The last model loaded is kept for the process: every job of an in-process sweep (and
+    every step of ``make run``) analyses the same model, which takes seconds to minutes to
+    load; a different config replaces it.
+    """
+    from modularity.config import ModelConfig
+
+    try:
+        checked = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"model: {str(err).splitlines()[0]}") from err
+    plain = OmegaConf.to_container(checked, resolve=True, enum_to_str=True)
+    return _load_cached(json.dumps(plain, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=1)
 def _load_cached(cfg_json: str) -> LoadedModel:
-    from modularity.config import ModelConfig
-
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), json.loads(cfg_json))
-    if cfg.dtype not in DTYPES:
-        raise invalid_choice("model.dtype", cfg.dtype, DTYPES)
+    cfg = OmegaConf.create(json.loads(cfg_json))  # plain strings: the schema checked it
     source = _source_dir(cfg)
     network = _load_network(cfg, source).eval()
     adapter = ModelAdapter.for_model(network)

@@ -7,9 +7,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
+from modularity.algorithms.alignment import ALIGNMENT_STATISTICS, alignment_statistics
 from modularity.algorithms.kmeans import (
-    ALIGNMENT_STATISTICS,
-    alignment_statistics,
     balanced_kmeans,
     expert_capacities,
     plain_kmeans,
@@ -135,19 +134,17 @@ def test_deterministic_for_a_seed_and_seed_matters():
 
 def test_runs_on_cpu_and_accepts_tensors():
     x = gaussian_rows(120, 8)
-    on_cpu = balanced_kmeans(x, 6, use_gpu=False)
+    on_cpu = balanced_kmeans(x, 6, device="cpu")
     assert_balanced(on_cpu, 120, 6)
-    from_tensor = balanced_kmeans(torch.from_numpy(x).to(torch.float64), 6, use_gpu=False)
+    from_tensor = balanced_kmeans(torch.from_numpy(x).to(torch.float64), 6, device="cpu")
     np.testing.assert_array_equal(on_cpu.labels, from_tensor.labels)
 
 
-def test_use_gpu_true_without_gpu_is_a_clear_error():
-    import faiss
-
-    if faiss.get_num_gpus() > 0:
-        pytest.skip("faiss sees a GPU")
-    with pytest.raises(ModularityError, match="use_gpu=True"):
-        balanced_kmeans(gaussian_rows(20, 4), 2, use_gpu=True)
+def test_cuda_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available")
+    with pytest.raises(ModularityError, match="device=cuda"):
+        balanced_kmeans(gaussian_rows(20, 4), 2, device="cuda")
 
 
 def test_plain_kmeans_valid_partition():

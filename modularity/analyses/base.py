@@ -1,0 +1,230 @@
+"""What every analysis shares: its parameters as a structured config, the run context
+(pipeline, output directory, logger, error handling), and the tidy rows it returns.
+
+An analysis is one module with one dataclass (its parameters, named by ``_target_`` in
+``conf/analysis/<name>.yaml``) whose ``run(ctx)`` returns :class:`Row` objects. The run
+context adds the run's settings to every row and writes ``results.csv`` and
+``results.parquet``, which ``modularity.report`` and ``summary.md`` read without knowing
+which analysis produced them. Adding an analysis touches two files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from modularity.config import choice
+from modularity.errors import ConfigError
+
+if TYPE_CHECKING:
+    from modularity.loggers import RunLogger
+    from modularity.pipeline import Pipeline
+
+log = logging.getLogger("modularity")
+RESULTS = "results.csv"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One reported number and what it is about; the unit of the tidy results table.
+
+    ``metric`` names the quantity (e.g. ``drop``, ``effect``, ``jaccard``, ``alignment_z``);
+    ``measure`` the evaluation metric it is computed from (``top1``, ``loss``, ...), if any;
+    ``variant`` which side or control it belongs to (``task``/``reference``, a clustering);
+    ``partner`` the other member of a pair (a second task, a compared model). ``low``/``high``
+    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on.
+    """
+
+    metric: str
+    value: float
+    task: str = ""
+    measure: str = ""
+    variant: str = ""
+    partner: str = ""
+    layer: str = "all"
+    low: float = math.nan
+    high: float = math.nan
+    p_value: float = math.nan
+    n: float = math.nan
+
+
+ROW_COLUMNS = [f.name for f in fields(Row)]
+
+
+def settings(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings that every row carries, so runs of a sweep stay apart."""
+    layers = cfg.layers
+    return {
+        "model": cfg.model.name,
+        "checkpoint": cfg.model.checkpoint or "",
+        "init": choice(cfg.model.init),
+        "analysis": analysis_name(cfg),
+        "fraction": float(cfg.selection.fraction),
+        "scope": choice(cfg.selection.scope),
+        "scorer": choice(cfg.scoring.scorer),
+        "ablation": choice(cfg.ablation.mode),
+        "layers": "all" if layers is None else ",".join(str(i) for i in layers),
+        "reference_excludes": choice(cfg.data.exclude_from_reference),
+    }
+
+
+def rows_frame(rows: list[Row], cfg: DictConfig) -> pd.DataFrame:
+    """The tidy table of ``rows`` with the run's settings as columns."""
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=ROW_COLUMNS)
+    for key, value in settings(cfg).items():
+        frame.insert(len(frame.columns) - len(ROW_COLUMNS), key, value)
+    return frame
+
+
+@dataclass
+class Analysis:
+    """Base of every analysis's parameters. Subclasses add fields (the YAML's keys, typed,
+    so a bad value is rejected before anything runs) and implement :meth:`run`."""
+
+    needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
+
+    def check(self, cfg: DictConfig) -> None:
+        """Checks that need no model (fail before loading); ``cfg`` is the whole run."""
+        names = list(cfg.tasks)
+        if len(names) < self.needs_tasks:
+            raise ConfigError(
+                f"analysis={analysis_name(cfg)} needs at least {self.needs_tasks} tasks, "
+                f"e.g. tasks=[code,prose]; got tasks={names}"
+            )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"tasks lists {repeated} more than once; give each task once")
+
+    def run(self, ctx: RunContext) -> list[Row]:
+        raise NotImplementedError
+
+
+def analysis_name(cfg: DictConfig) -> str:
+    """The analysis's short name: its module (``modularity.analyses.prune.Prune`` -> prune)."""
+    return str(cfg.analysis["_target_"]).rsplit(".", 2)[-2]
+
+
+def load_analysis(node: DictConfig) -> Analysis:
+    """The analysis object ``node`` describes, its parameters checked against its dataclass."""
+    params = OmegaConf.to_container(node, resolve=True)
+    target = params.pop("_target_", None)
+    if not target:
+        raise ConfigError("analysis needs a _target_ (choose one with analysis=<name>)")
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, Analysis)):
+        raise ConfigError(f"analysis._target_={target!r} is not a modularity Analysis")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), params))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"analysis: {str(err).splitlines()[0]}") from err
+
+
+class RunContext:
+    """One run: its config, output directory, logger, and (loaded on first use) pipeline."""
+
+    def __init__(self, cfg: DictConfig, out: Path, logger: RunLogger) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.logger = logger
+        self.extras: dict[str, Any] = {}  # what the API returns besides the rows
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        from modularity.pipeline import Pipeline
+
+        return Pipeline(self.cfg)
+
+    def title(self, what: str) -> str:
+        """A figure title naming the model and the selection it shows."""
+        cfg = self.cfg
+        return (
+            f"{cfg.model.name}: {what} (top {cfg.selection.fraction:g}, "
+            f"{choice(cfg.scoring.scorer)}, {choice(cfg.selection.scope)} scope)"
+        )
+
+    def table(self, name: str, frame: pd.DataFrame, index: bool = False) -> Path:
+        """Write ``frame`` as ``<name>.csv`` and send it to the logger as a table."""
+        path = self.out / f"{name}.csv"
+        frame.to_csv(path, index=index)
+        self.logger.table(name, frame.reset_index() if index else frame)
+        return path
+
+    def figure(self, name: str, path: Path | None) -> None:
+        if path is not None:
+            self.logger.image(name, path)
+
+    def save(self, rows: list[Row]) -> pd.DataFrame:
+        """Write the tidy table of the run and log its headline numbers."""
+        frame = rows_frame(rows, self.cfg)
+        frame.to_csv(self.out / RESULTS, index=False)
+        frame.to_parquet(self.out / "results.parquet", index=False)
+        self.logger.results(frame)
+        return frame
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run returns: its tidy rows, where it wrote, its config, and analysis extras
+    (e.g. the pruning mask and scores)."""
+
+    rows: pd.DataFrame
+    out_dir: Path
+    config: DictConfig
+    extras: dict[str, Any]
+
+
+def default_output_dir(cfg: DictConfig) -> Path:
+    """Where a run outside Hydra writes when no directory was chosen: Hydra's own pattern."""
+    from datetime import datetime
+
+    now = datetime.now()
+    return (
+        Path("outputs")
+        / now.strftime("%Y-%m-%d")
+        / (f"{now.strftime('%H-%M-%S-%f')}_{cfg.model.name}_{cfg.task.name}")
+    )
+
+
+def writable_directory(path: Path) -> Path:
+    """Create ``path`` and prove it takes files, before anything is computed."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"run directory {str(path)!r} is not writable ({err.strerror})") from err
+    return path
+
+
+def execute(cfg: DictConfig) -> RunResult:
+    """Check ``cfg``, run its analysis in a fresh context, save the rows; the logger is
+    always closed, since a multirun reuses processes and W&B would reuse a live run."""
+    import lightning as L
+
+    from modularity.loggers import RunLogger
+    from modularity.validate import check_config
+
+    check_config(cfg)
+    analysis = load_analysis(cfg.analysis)
+    analysis.check(cfg)
+    out = writable_directory(Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    logger = RunLogger(cfg.logger, cfg, out)
+    ctx = RunContext(cfg, out, logger)
+    try:
+        rows = analysis.run(ctx)
+        frame = ctx.save(rows)
+    finally:
+        logger.finish()
+    return RunResult(frame, out, cfg, ctx.extras)

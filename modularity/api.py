@@ -1,0 +1,170 @@
+"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`.
+
+The same runs as the command line, without one: configs are composed by Hydra with the
+same defaults, checked the same way, and written to a run directory you choose (or the
+standard ``outputs/<date>/<time>_<model>_<task>``, never the current directory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from modularity.errors import ConfigError
+
+# Friendly keyword names for the settings a notebook changes most.
+ALIASES = {
+    "scorer": "scoring",
+    "scope": "selection.scope",
+    "ablation": "ablation.mode",
+    "collect_size": "data.collect_size",
+    "eval_size": "data.eval_size",
+    "block_size": "data.block_size",
+    "cache_dir": "cache.dir",
+    "progress_bar": "trainer.enable_progress_bar",
+}
+
+
+def _value(value: Any) -> str:
+    """A Python value as Hydra override syntax."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_value(v) for v in value) + "]"
+    return str(value)
+
+
+def as_overrides(settings: dict[str, Any]) -> list[str]:
+    """Keyword settings as Hydra overrides: an alias, or a dotted key written with ``__``
+    (``data__collect_size=4096`` is ``data.collect_size=4096``)."""
+    out = []
+    for key, value in settings.items():
+        key = ALIASES.get(key, key.replace("__", "."))
+        out.append(f"{key}={_value(value)}")
+    return out
+
+
+def compose(*overrides: str, run_dir: str | Path | None = None) -> DictConfig:
+    """The run config the command line would compose from ``overrides``."""
+    from modularity.config import compose_config
+
+    cfg = compose_config(overrides)
+    cfg.output_dir = None if run_dir is None else str(run_dir)
+    return cfg
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A selective-pruning run: what was selected, what it did, and where it was written.
+
+    ``rows`` is the run's tidy table (``results.csv``): every drop and the effect with its
+    95% interval, stability, data sizes. ``effect`` is the headline (task top-1 drop minus
+    reference top-1 drop, percentage points) with ``effect_interval``.
+    """
+
+    mask: torch.Tensor  # [layers, neurons] bool
+    scores: torch.Tensor  # [layers, neurons] float64
+    rows: pd.DataFrame
+    config: DictConfig
+    run_dir: Path
+
+    def metric(self, metric: str, variant: str = "", measure: str = "") -> pd.Series:
+        rows = self.rows[(self.rows.metric == metric) & (self.rows.variant == variant)
+                         & (self.rows.measure == measure)]  # fmt: skip
+        if rows.empty:
+            raise KeyError(f"no row {metric!r} (variant {variant!r}, measure {measure!r})")
+        return rows.iloc[0]
+
+    @property
+    def effect(self) -> float:
+        return float(self.metric("effect", "task-reference", "top1").value)
+
+    @property
+    def effect_interval(self) -> tuple[float, float]:
+        row = self.metric("effect", "task-reference", "top1")
+        return float(row.low), float(row.high)
+
+    @property
+    def stability(self) -> float:
+        return float(self.metric("stability").value)
+
+
+def run_analysis(*overrides: str, run_dir: str | Path | None = None) -> Any:
+    """Run any analysis from Hydra overrides (``"analysis=overlap", "tasks=[code,prose]"``);
+    returns :class:`modularity.analyses.base.RunResult`."""
+    from modularity.run import run
+
+    return run(compose(*overrides, run_dir=run_dir))
+
+
+def prune(
+    model: str = "tiny_lm_text",
+    task: str = "code",
+    fraction: float = 0.05,
+    *,
+    run_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    **settings: Any,
+) -> PruneResult:
+    """Selective pruning of ``task`` on ``model``: select the top ``fraction`` of neurons by
+    task score, ablate them, and measure task and reference before and after.
+
+    ``settings`` are further options (``scorer="abs"``, ``scope="global"``,
+    ``collect_size=4096``, ``data__block_size=64``); ``overrides`` Hydra overrides as typed
+    on the command line.
+    """
+    result = run_analysis(
+        f"model={model}",
+        f"task={task}",
+        f"selection.fraction={fraction}",
+        "analysis=prune",
+        *as_overrides(settings),
+        *overrides,
+        run_dir=run_dir,
+    )
+    extras = result.extras
+    return PruneResult(extras["mask"], extras["scores"], result.rows, result.config, result.out_dir)
+
+
+@contextmanager
+def ablate(
+    model: torch.nn.Module,
+    mask: torch.Tensor,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+) -> Iterator[torch.nn.Module]:
+    """Ablate the neurons in ``mask`` (``[layers, neurons]`` bool) of a Hugging Face model
+    you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
+
+    ``mode="mean"`` replaces them by ``means`` (``[layers, neurons]``) instead of zero.
+    """
+    from modularity.models.adapter import ModelAdapter
+    from modularity.neurons.masks import ablate as ablate_sites
+
+    adapter = ModelAdapter.for_model(model)
+    expected = (adapter.n_layers, adapter.n_neurons)
+    if tuple(mask.shape) != expected or mask.dtype != torch.bool:
+        raise ConfigError(
+            f"mask must be a bool tensor of shape {expected} (layers, neurons) for this "
+            f"{type(model).__name__}; got {mask.dtype} {tuple(mask.shape)}"
+        )
+    with ablate_sites(adapter, mask, mode, means):
+        yield model
+
+
+def export(source: PruneResult | str | Path, out_dir: str | Path) -> Any:
+    """Write the pruned model of a pruning run (a :class:`PruneResult` or its run
+    directory) as a Hugging Face checkpoint; returns the export report."""
+    from modularity.export import export_run
+
+    run_dir = source.run_dir if isinstance(source, PruneResult) else Path(source)
+    return export_run(run_dir, Path(out_dir))

@@ -1,0 +1,59 @@
+"""Hydra callback: check every job of a multirun before the first one runs.
+
+A sweep whose fifth job names a missing task, or a fraction outside (0, 1], would otherwise
+stop after four jobs' work; here all invalid jobs are reported at once, one line each, and
+nothing runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict
+
+from modularity.errors import ModularityError
+from modularity.sweeps import expand
+
+
+def job_overrides(config: DictConfig) -> list[list[str]]:
+    """The override list of every job, as the basic sweeper builds them: the sweeper's
+    ``params`` first, the command line's overrides of the same key replacing them."""
+    merged: dict[str, str] = {}
+    for key, value in (config.hydra.sweeper.get("params") or {}).items():
+        merged[str(key)] = f"{key}={value}"
+    for line in config.hydra.overrides.task:
+        merged[line.split("=", 1)[0].lstrip("+~")] = line
+    return expand(list(merged.values()))
+
+
+def check_job(config: DictConfig, overrides: list[str]) -> None:
+    from modularity.analyses.base import load_analysis
+    from modularity.validate import check_config
+
+    loader = GlobalHydra.instance().config_loader()
+    cfg = loader.load_sweep_config(config, overrides)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    check_config(cfg)
+    load_analysis(cfg.analysis).check(cfg)
+
+
+class CheckJobs(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        problems = []
+        jobs = job_overrides(config)
+        for number, overrides in enumerate(jobs):
+            try:
+                check_job(config, overrides)
+            except ModularityError as err:
+                problems.append(f"  job {number} ({' '.join(overrides)}): {err}")
+            except Exception as err:  # noqa: BLE001 - Hydra's own composition errors
+                message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+                problems.append(f"  job {number} ({' '.join(overrides)}): {message}")
+        if problems:
+            print(f"error: {len(problems)} of {len(jobs)} jobs are invalid; none ran:",
+                  *problems, sep="\n", file=sys.stderr)  # fmt: skip
+            sys.exit(2)

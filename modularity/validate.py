@@ -1,0 +1,131 @@
+"""Checks a composed config passes before anything is loaded or computed.
+
+Hydra and the schema already reject misspelt keys and bad choices; these are the rules a
+schema cannot state: keys added with ``+`` that the schema does not know, sizes that make no
+sense, a task scored against itself, Trainer arguments Lightning would refuse. Each failure
+is one line naming the bad value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from omegaconf import DictConfig
+
+from modularity.config import Config, group_options, load_task_config
+from modularity.errors import ConfigError
+
+# Nodes of the schema that hold free-form mappings (passed to a library or a data source).
+OPEN_NODES = {"analysis", "trainer", "logger", "hydra"}
+
+
+def unknown_keys(node: Any, schema: type, path: str = "") -> list[str]:
+    """Dotted keys of ``node`` that the dataclass ``schema`` does not declare (keys added
+    with ``+key=...`` bypass Hydra's struct check: ``+modle=tiny_llama`` must not run)."""
+    if not isinstance(node, DictConfig) or not dataclasses.is_dataclass(schema):
+        return []
+    declared = {f.name: f.type for f in dataclasses.fields(schema)}
+    hints = _type_hints(schema)
+    bad = []
+    for key in node:
+        where = f"{path}{key}"
+        if key not in declared:
+            if not (path == "" and key in OPEN_NODES):
+                bad.append(where)
+            continue
+        if key in OPEN_NODES and path == "":
+            continue
+        inner = hints.get(key)
+        if dataclasses.is_dataclass(inner):
+            bad += unknown_keys(node[key], inner, f"{where}.")
+    return bad
+
+
+def _type_hints(schema: type) -> dict[str, Any]:
+    """Field types of a dataclass, with ``X | None`` reduced to ``X``."""
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = args[0] if len(args) == 1 else hint
+    return out
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    bad = unknown_keys(cfg, Config)
+    if bad:
+        known = [f.name for f in dataclasses.fields(Config)]
+        hints = []
+        for key in bad:
+            close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"unknown config key {', '.join(hints)}; valid top-level keys: {', '.join(known)}"
+        )
+
+
+def _positive(what: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"{what}={value!r} must be a whole number >= 1")
+
+
+def check_task(task: DictConfig, what: str = "task") -> None:
+    """Sizes, and a reference that exists and is not the task itself."""
+    for key in ("collect_size", "eval_size", "block_size"):
+        _positive(f"{what}.{key}", task[key])
+    if not task.reference:
+        raise ConfigError(f"{what} {task.name!r} names no reference (set task.reference)")
+    if task.reference not in group_options("task"):
+        raise ConfigError(
+            f"{what} {task.name!r} names an unknown reference {task.reference!r}; valid: "
+            f"{', '.join(group_options('task'))}"
+        )
+    if task.reference == task.name:
+        raise ConfigError(
+            f"{what} {task.name!r} is its own reference: a task cannot be scored against "
+            "itself; choose one of the tasks that use it as reference, e.g. "
+            f"{', '.join(tasks_referring_to(task.name)[:6]) or 'another task'}"
+        )
+
+
+def tasks_referring_to(reference: str) -> list[str]:
+    """Task configs whose reference is ``reference`` (for error messages)."""
+    return [
+        name
+        for name in group_options("task")
+        if name != reference and load_task_config(name).reference == reference
+    ]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no model; raises ``ConfigError`` with one line."""
+    check_known_keys(cfg)
+    fraction = cfg.selection.fraction
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"selection.fraction={fraction} is outside (0, 1]")
+    for key in ("collect_size", "eval_size", "block_size"):
+        _positive(f"data.{key}", cfg.data[key])
+    _positive("model.batch_size", cfg.model.batch_size)
+    if cfg.layers is not None and not cfg.layers:
+        raise ConfigError("layers=[] selects nothing; give layer indices, or null for all")
+    check_task(cfg.task)
+    for name in cfg.tasks:
+        check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")
+    check_trainer(cfg.trainer)
+
+
+def check_trainer(trainer_cfg: DictConfig) -> None:
+    """Build the Trainer once: Lightning rejects a bad device, precision or strategy here,
+    in one line, instead of after the model is loaded."""
+    from modularity.trainer import make_trainer, trainer_arguments
+
+    try:
+        make_trainer(trainer_cfg)
+    except Exception as err:  # noqa: BLE001 - Lightning raises several types; all are input errors
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        given = {k: v for k, v in trainer_arguments(trainer_cfg).items() if k != "_target_"}
+        raise ConfigError(f"trainer {given}: {message}") from err
