@@ -15,8 +15,8 @@ means of independent unit vectors (ratios of sums), whose bootstrap distribution
 normal for the hundreds to thousands of units an evaluation uses; there the percentile
 interval has near-nominal coverage (tests/test_bootstrap.py measures it on simulated data
 with a known effect), stays inside the statistic's range, and needs no jackknife pass (BCa)
-or variance formula (studentised). With few units it is somewhat too narrow (95% intervals
-from 30 units cover about 93% of the time): evaluate on many units.
+or variance formula (studentised). With few units it is somewhat too narrow (measured: 95%
+intervals from 30 documents cover 92-94% of the time; from 200, 93-95%): evaluate on many.
 
 Degenerate input has a defined answer: units whose denominator is zero both before and after
 carry no information and are left out (``n_units`` counts the rest); with no unit left every
@@ -146,14 +146,12 @@ def drop_difference(
     task_rng, reference_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
     )
-    effect = _change(_resampled_sums(task, n_resamples, task_rng), kind) - _change(
-        _resampled_sums(reference, n_resamples, reference_rng), kind
-    )
+    task_change = _change(_resampled_sums(task, n_resamples, task_rng), kind)
+    reference_change = _change(_resampled_sums(reference, n_resamples, reference_rng), kind)
     point = _change(task.sum(axis=0), kind) - _change(reference.sum(axis=0), kind)
     scale = _scale(kind)
-    return _estimate(
-        scale * point, scale * effect, alpha, task.shape[0], n_reference_units=reference.shape[0]
-    )
+    effect = scale * (task_change - reference_change)
+    return _estimate(scale * point, effect, alpha, task.shape[0], reference.shape[0])
 
 
 def _paired_columns(before: MetricSums, after: MetricSums) -> np.ndarray:
