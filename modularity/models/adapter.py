@@ -8,6 +8,7 @@ declares its module layout, registered for the ``model_type`` values of its HF c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -18,6 +19,7 @@ from modularity.errors import ConfigError, invalid_choice
 
 ModelKind = Literal["causal_lm", "image_classifier"]
 WeightChoice = Literal["up", "gate", "concat"]
+Projection = Literal["up", "gate", "down"]
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,19 @@ class ModelAdapter:
     """Uniform access to the MLP neurons of one model.
 
     Subclasses set ``model_types``, ``kind`` and ``layouts`` (module layouts tried in order,
-    since module names change between transformers releases).
+    since module names change between transformers releases), and where they differ from the
+    defaults the facts that exporting a pruned checkpoint needs: the config attribute holding
+    the MLP width, whether weights are stored transposed, and a config switch adding biases.
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[ModelKind]
     layouts: ClassVar[tuple[MlpLayout, ...]]
+    width_attribute: ClassVar[str] = "intermediate_size"
+    # True where projections keep ``weight`` as [in_features, out_features] (GPT-2's Conv1D).
+    transposed_weights: ClassVar[bool] = False
+    # Config switches, by model_type, that give every MLP projection a bias (Llama's mlp_bias).
+    mlp_bias_switches: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -110,7 +119,8 @@ class ModelAdapter:
 
     def _linear_weight(self, layer: int, path: str) -> torch.Tensor:
         """Weight of an MLP linear in PyTorch's ``[out_features, in_features]`` convention."""
-        return self.blocks[layer].get_submodule(path).weight
+        weight = self.blocks[layer].get_submodule(path).weight
+        return weight.T if self.transposed_weights else weight
 
     def input_weight(self, layer: int, which: WeightChoice = "up") -> torch.Tensor:
         """Neuron input weights ``[d_mlp, d_model]`` (one row per neuron).
@@ -132,3 +142,26 @@ class ModelAdapter:
     def output_weight(self, layer: int) -> torch.Tensor:
         """Neuron output weights ``[d_model, d_mlp]`` (one column per neuron)."""
         return self._linear_weight(layer, self.layout.down)
+
+    def projection_paths(self) -> dict[Projection, str]:
+        """The MLP's projections, inputs first: ``up`` (and ``gate``), then ``down``."""
+        inputs: dict[Projection, str] = {"up": self.layout.up}
+        if self.layout.gate is not None:
+            inputs["gate"] = self.layout.gate
+        return {**inputs, "down": self.layout.down}
+
+    def parameter_name(
+        self, layer: int, projection: Projection, tensor: Literal["weight", "bias"]
+    ) -> str:
+        """The state-dict key of a projection's weight or bias in ``layer``."""
+        return f"{self.layout.blocks}.{layer}.{self.projection_paths()[projection]}.{tensor}"
+
+    def neuron_axis(self, projection: Projection) -> int:
+        """The axis of a projection's stored weight that runs over neurons."""
+        axis = 1 if projection == "down" else 0
+        return 1 - axis if self.transposed_weights else axis
+
+    @property
+    def mlp_bias_switch(self) -> str | None:
+        """The config flag that adds MLP biases to this model's family, if it has one."""
+        return self.mlp_bias_switches.get(self.model.config.model_type)

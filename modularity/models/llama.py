@@ -12,3 +12,5 @@ class LlamaAdapter(ModelAdapter):
             blocks="model.layers", up="mlp.up_proj", down="mlp.down_proj", gate="mlp.gate_proj"
         ),
     )
+    # Only LlamaConfig has the switch; Mistral's and Qwen's MLPs are always bias-free.
+    mlp_bias_switches = {"llama": "mlp_bias"}
