@@ -20,6 +20,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.object_type import ObjectType
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -239,7 +240,9 @@ def group_options(group: str) -> list[str]:
     """Every option of a config group: YAML files and generated entries."""
     register_configs()
     files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
-    stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
+    store = ConfigStore.instance()
+    listed = store.list(group) if store.get_type(group) == ObjectType.GROUP else []
+    stored = {name.removesuffix(".yaml") for name in listed}
     return sorted(files | stored)
 
 

@@ -143,3 +143,33 @@ def plot_alignment_by_depth(path: Path, frame: pd.DataFrame, title: str) -> Path
     alignment_panels(axes[0], frame, statistics)
     fig.suptitle(title, fontsize=9)
     return save(fig, path)
+
+
+def plot_dynamics(path: Path, summary: pd.DataFrame, title: str) -> Path | None:
+    """Over training steps: the selectivity effect (mean over tasks, 95% t-interval); each
+    task's set overlapping the final and the initial sets (same neuron indices) vs chance;
+    and the task x task structure's similarity to the final one (Mantel r)."""
+    if summary.empty:
+        return None
+    x = summary.step.to_numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    ax.plot(x, summary.effect, "-o", color="C3")
+    ax.fill_between(x, summary.effect_low, summary.effect_high, color="C3", alpha=0.2)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel("effect: task - reference top-1 drop (pp)")
+    ax = axes[1]
+    for label, colour in (("final", "C0"), ("init", "C2")):
+        ax.plot(x, summary[f"jaccard_{label}"], "-o", color=colour, label=f"with {label} set")
+        ax.plot(x, summary[f"chance_{label}"], ":", color=colour, label="chance")
+    ax.set_ylabel("Jaccard (same neuron indices)")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    ax.plot(x, summary.mantel_final, "-o", color="C0", label="Mantel r with final structure")
+    ax.plot(x, summary.mean_jaccard, "--s", color="C1", label="mean Jaccard between tasks")
+    ax.legend(fontsize=7)
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("training step")
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)

@@ -16,15 +16,8 @@ from modularity.evaluate import UnitSums
 SIDES = ("task", "reference")
 
 
-def _sums(sums: UnitSums, measure: str) -> bootstrap.UnitSums:
-    return bootstrap.UnitSums(
-        num=sums.num[measure].double().numpy(), den=sums.den[measure].double().numpy()
-    )
-
-
-def _scale(measure: str) -> float:
-    """Accuracies in percentage points; loss in nats."""
-    return 1.0 if measure == "loss" else 100.0
+def _sums(sums: UnitSums, measure: str) -> bootstrap.MetricSums:
+    return bootstrap.MetricSums(sums.num[measure].numpy(), sums.den[measure].numpy())
 
 
 def _row(metric: str, est: bootstrap.Estimate, scale: float = 1.0, **where: str) -> Row:
@@ -33,7 +26,7 @@ def _row(metric: str, est: bootstrap.Estimate, scale: float = 1.0, **where: str)
         value=est.value * scale,
         low=est.low * scale,
         high=est.high * scale,
-        n=est.n_units,
+        n=float(est.n_units),
         **where,
     )
 
@@ -45,35 +38,28 @@ def effect_rows(
     resamples: int,
     seed: int,
 ) -> list[Row]:
-    """Levels, drops (absolute and relative) per side, and the effect, per measure."""
+    """Levels, drops (absolute and relative, in %) per side, and the effect, per measure."""
     rows: list[Row] = []
-    options = {"n_boot": resamples, "seed": seed}
+    options = {"n_resamples": resamples, "seed": seed}
     for measure in before["task"].num:
-        higher_is_better = measure != "loss"
-        scale = _scale(measure)
+        kind = "loss" if measure == "loss" else "accuracy"
         sums = {side: (_sums(before[side], measure), _sums(after[side], measure)) for side in SIDES}
         relative = {}
         for side, (b, a) in sums.items():
             where = {"task": task, "measure": measure, "variant": side}
-            units = float(len(b.num))
-            rows.append(Row("before", before[side].value(measure), n=units, **where))
-            rows.append(Row("after", after[side].value(measure), n=units, **where))
-            drop = bootstrap.drop(b, a, higher_is_better=higher_is_better, **options)
-            rows.append(_row("drop", drop, scale, **where))
-            if before[side].value(measure) > 0:
-                relative[side] = bootstrap.drop(
-                    b, a, relative=True, higher_is_better=higher_is_better, **options
-                )
-                rows.append(_row("relative_drop", relative[side], 100.0, **where))
-        effect = bootstrap.drop_difference(
-            *sums["task"], *sums["reference"], higher_is_better=higher_is_better, **options
-        )
+            rows.append(Row("before", b.value, n=float(b.n_units), **where))
+            rows.append(Row("after", a.value, n=float(a.n_units), **where))
+            drop = bootstrap.drop(b, a, kind, **options)
+            rows.append(_row("drop", drop.absolute, **where))
+            if drop.relative.value == drop.relative.value:  # defined where before > 0
+                relative[side] = drop.relative
+                rows.append(_row("relative_drop", drop.relative, 100.0, **where))
+        effect = bootstrap.drop_difference(*sums["task"], *sums["reference"], kind, **options)
         where = {"task": task, "measure": measure, "variant": "task-reference"}
-        rows.append(_row("effect", effect, scale, **where))
+        rows.append(_row("effect", effect, **where))
         ref = relative.get("reference")
         if "task" in relative and ref is not None and ref.low > 0:
-            ratio = relative["task"].value / ref.value
-            rows.append(Row("drop_ratio", ratio, **where))
+            rows.append(Row("drop_ratio", relative["task"].value / ref.value, **where))
     return rows
 
 

@@ -21,18 +21,15 @@ from itertools import combinations
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from modularity.algorithms.mantel import mantel_test
 from modularity.algorithms.set_overlap import (
     intersection_null,
-    jaccard,
     layer_groups,
     overlap_matrix,
     overlap_table,
 )
 from modularity.analyses.base import Analysis, Row, RunContext
-from modularity.config import choice
+from modularity.analyses.persistence import persistence_rows, verdict
 from modularity.figures import plot_bars, plot_heatmap
 from modularity.outputs import format_table, write_json, write_tensors
 from modularity.pipeline import Pipeline, Selection
@@ -45,41 +42,12 @@ MATRIX_LABELS = {
 }
 
 
-def twin_config(model_cfg: DictConfig, offset: int) -> DictConfig:
-    """Random-initialisation twin ``offset``: the same architecture and tokenizer, fresh
-    weights from seed ``model.seed + offset``."""
-    return OmegaConf.merge(
-        model_cfg,
-        {"init": "random", "name": f"{model_cfg.name}-random{offset}",
-         "seed": model_cfg.seed + offset, "checkpoint": None},
-    )  # fmt: skip
-
-
-def init_config(model_cfg: DictConfig) -> DictConfig | None:
-    """The model's true initial weights, where the project trained it and kept them."""
-    if (
-        not model_cfg.builtin
-        or model_cfg.checkpoint == "init"
-        or choice(model_cfg.init) != "pretrained"
-    ):
-        return None
-    from modularity.zoo.checkpoints import has_checkpoint
-
-    if not has_checkpoint(model_cfg.builtin, "init"):
-        return None
-    return OmegaConf.merge(model_cfg, {"checkpoint": "init", "name": f"{model_cfg.name}-init"})
-
-
 def task_selections(pipe: Pipeline, names: list[str]) -> dict[str, Selection]:
     return {name: pipe.select(pipe.task(name)) for name in names}
 
 
 def masks(selections: dict[str, Selection]) -> dict[str, torch.Tensor]:
     return {name: s.mask for name, s in selections.items()}
-
-
-def jaccard_matrix(sets: dict[str, torch.Tensor]) -> tuple[list[str], object]:
-    return overlap_matrix(sets, "jaccard")
 
 
 @dataclass
@@ -105,12 +73,28 @@ class Overlap(Analysis):
         rows += set_size_rows(ctx, sets)
         summary: dict = {"model": cfg.model.name, "tasks": names}
         if self.compare_random:
-            rows += self.persistence(ctx, sets, summary)
+            compared = persistence_rows(cfg, sets, self.twins, self.permutations)
+            rows += compared
+            summary["verdict"] = verdict(compared, cfg.model.name)
+            self.plot_index_overlap(ctx, compared)
         write_json(ctx.out / "overlap.json", summary)
         log.info("overlap of %d tasks on %s:\n%s", len(names), cfg.model.name, jaccard_text(sets))
         if "verdict" in summary:
             log.info("%s", summary["verdict"])
         return rows
+
+    def plot_index_overlap(self, ctx: RunContext, rows: list[Row]) -> None:
+        """Trained vs twins and init, index by index: table and bar chart."""
+        frame = pd.DataFrame([r.__dict__ for r in rows if r.metric.endswith("index_jaccard")])
+        table = frame.pivot_table(index=["task", "partner"], columns="metric", values="value")
+        ctx.table("trained_vs_random", table.reset_index())
+        labels = [f"{task}\n{partner}" for task, partner in table.index]
+        ctx.figure(
+            "trained_vs_random",
+            plot_bars(ctx.out / "trained_vs_random.png", labels, list(table["index_jaccard"]),
+                      "Jaccard (same neuron indices)",
+                      ctx.title("trained vs random twins and init")),
+        )  # fmt: skip
 
     def matrices(self, ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
         """Task x task matrices (CSV and heatmap per metric and layer third) and their rows."""
@@ -143,103 +127,6 @@ class Overlap(Analysis):
             rows.append(Row("expected_intersection", float(null.expected), **where))
         return rows
 
-    def persistence(
-        self, ctx: RunContext, sets: dict[str, torch.Tensor], summary: dict
-    ) -> list[Row]:
-        """Trained vs random twins (index by index and by Mantel test), twins vs each other,
-        and trained vs its true initial weights where known."""
-        cfg = ctx.cfg
-        others: dict[str, dict[str, torch.Tensor]] = {}
-        for offset in range(1, self.twins + 1):
-            twin = twin_config(cfg.model, offset)
-            others[twin.name] = masks(task_selections(Pipeline(cfg, twin), list(sets)))
-        init = init_config(cfg.model)
-        if init is not None:
-            others[init.name] = masks(task_selections(Pipeline(cfg, init), list(sets)))
-        for name, other in others.items():
-            write_tensors(ctx.out / f"sets_{name}.safetensors", other)
-        rows, frame = [], []
-        for name, other in others.items():
-            for task in sets:
-                null = intersection_null(sets[task], other[task])
-                frame.append({"task": task, "compared_with": name,
-                              "jaccard": jaccard(sets[task], other[task]),
-                              "expected_jaccard": null.expected_jaccard, "z": null.z,
-                              "p_value": null.p_value})  # fmt: skip
-                where = {"task": task, "partner": name}
-                rows.append(
-                    Row("index_jaccard", frame[-1]["jaccard"], p_value=null.p_value, **where)
-                )
-                rows.append(Row("expected_index_jaccard", float(null.expected_jaccard), **where))
-                rows.append(Row("index_z", float(null.z), **where))
-        twins = pd.DataFrame(frame)
-        ctx.table("trained_vs_random", twins)
-        ctx.figure(
-            "trained_vs_random",
-            plot_bars(
-                ctx.out / "trained_vs_random.png",
-                [f"{r.task}\n{r.compared_with}" for r in twins.itertuples()],
-                list(twins.jaccard),
-                "Jaccard (trained, other)",
-                ctx.title("trained vs random twins and init, index by index"),
-            ),
-        )
-        mantel_rows, tests = self.mantel(cfg.model.name, sets, others)
-        rows += mantel_rows
-        summary["mantel"] = tests
-        summary["verdict"] = persistence_verdict(tests, cfg.model.name, init is not None)
-        return rows
-
-    def mantel(
-        self,
-        model: str,
-        sets: dict[str, torch.Tensor],
-        others: dict[str, dict[str, torch.Tensor]],
-    ) -> tuple[list[Row], list[dict]]:
-        """Mantel tests of the task x task Jaccard structure: trained vs each other model,
-        and every pair of twins (the data-only control)."""
-        matrices = {model: jaccard_matrix(sets)[1]}
-        matrices.update({name: jaccard_matrix(other)[1] for name, other in others.items()})
-        pairs = [(model, name) for name in others]
-        twins = [name for name in others if not name.endswith("-init")]
-        pairs += list(combinations(twins, 2))
-        rows, tests = [], []
-        for a, b in pairs:
-            test = mantel_test(matrices[a], matrices[b], permutations=self.permutations)
-            tests.append({"a": a, "b": b, "r": test.statistic, "p_value": test.p_value,
-                          "exact": test.exact, "permutations": test.n_permutations})  # fmt: skip
-            rows.append(Row("mantel_r", test.statistic, task=a, partner=b, p_value=test.p_value,
-                            n=float(test.n_permutations)))  # fmt: skip
-        return rows, tests
-
-
-def persistence_verdict(tests: list[dict], model: str, has_init: bool) -> str:
-    """One sentence on where shared task structure comes from."""
-    trained = [t for t in tests if t["a"] == model and not t["b"].endswith("-init")]
-    control = [t for t in tests if t["a"] != model]
-    init = [t for t in tests if t["a"] == model and t["b"].endswith("-init")]
-    mean = lambda ts: sum(t["r"] for t in ts) / len(ts)  # noqa: E731
-    parts = []
-    if trained:
-        parts.append(f"trained vs unrelated random inits: mean Mantel r {mean(trained):.2f}")
-    if control:
-        parts.append(f"random init vs random init (data only): r {mean(control):.2f}")
-    if init:
-        parts.append(f"trained vs its own initial weights: r {init[0]['r']:.2f} "
-                     f"(p {init[0]['p_value']:.3g})")  # fmt: skip
-    if control and (init or trained):
-        reference = init[0]["r"] if init else mean(trained)
-        if mean(control) >= reference:
-            parts.append(
-                "two unrelated random inits agree at least as strongly, so the shared task "
-                "structure comes from the data, not from the initialisation"
-            )
-        else:
-            parts.append("the trained model agrees more than random inits agree with each other")
-    elif not has_init:
-        parts.append("the true initial weights are unknown for this model")
-    return "; ".join(parts) + "."
-
 
 def set_size_rows(ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
     rows = []
@@ -264,7 +151,7 @@ def set_size_rows(ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
 
 
 def jaccard_text(sets: dict[str, torch.Tensor]) -> str:
-    names, matrix = jaccard_matrix(sets)
+    names, matrix = overlap_matrix(sets, "jaccard")
     return format_table(
         [[a, *(f"{v:.3f}" for v in row)] for a, row in zip(names, matrix)], ["jaccard", *names]
     )
