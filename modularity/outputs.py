@@ -31,3 +31,14 @@ def format_markdown(rows: list[list[str]], header: list[str]) -> str:
     """A GitHub-flavoured Markdown table (pandas' ``to_markdown`` would add a dependency)."""
     line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
     return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
+def format_interval(row: object | None, digits: int = 1) -> str:
+    """``+1.2 [+0.4, +2.0]`` for a row with ``value``, ``low``, ``high``; the value alone
+    where it has no interval; a dash where it has no value."""
+    value = getattr(row, "value", float("nan"))
+    if row is None or value != value:
+        return "–"
+    if row.low != row.low:
+        return f"{value:+.{digits}f}"
+    return f"{value:+.{digits}f} [{row.low:+.{digits}f}, {row.high:+.{digits}f}]"

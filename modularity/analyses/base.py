@@ -59,6 +59,8 @@ class Row:
 
 
 ROW_COLUMNS = [f.name for f in fields(Row)]
+SETTING_COLUMNS = ["model", "checkpoint", "init", "analysis", "fraction", "scope", "scorer",
+                   "ablation", "layers", "reference_excludes"]  # fmt: skip
 
 
 def settings(cfg: DictConfig) -> dict[str, Any]:
@@ -93,6 +95,17 @@ class Analysis:
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
 
+    @classmethod
+    def summary(cls, rows: pd.DataFrame) -> list[str]:
+        """Markdown lines for ``summary.md`` from this analysis's rows of one model (any
+        number of runs); nothing by default."""
+        return []
+
+    @classmethod
+    def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
+        """Figures across this analysis's runs (e.g. a sweep) written into ``out``."""
+        return []
+
     def check(self, cfg: DictConfig) -> None:
         """Checks that need no model (fail before loading); ``cfg`` is the whole run."""
         names = list(cfg.tasks)
@@ -107,6 +120,20 @@ class Analysis:
 
     def run(self, ctx: RunContext) -> list[Row]:
         raise NotImplementedError
+
+
+def analysis_class(name: str) -> type[Analysis]:
+    """The Analysis subclass of module ``modularity.analyses.<name>``."""
+    import importlib
+
+    module = importlib.import_module(f"modularity.analyses.{name}")
+    found = [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Analysis) and obj.__module__ == module.__name__
+    ]  # fmt: skip
+    if len(found) != 1:
+        raise ConfigError(f"module modularity.analyses.{name} defines {len(found)} analyses")
+    return found[0]
 
 
 def analysis_name(cfg: DictConfig) -> str:

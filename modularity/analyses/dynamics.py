@@ -15,14 +15,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows
-from modularity.analyses.moefy import mean_interval
 from modularity.analyses.persistence import (
     Sets,
     index_rows,
@@ -33,7 +34,7 @@ from modularity.analyses.persistence import (
 )
 from modularity.errors import ConfigError
 from modularity.figures import plot_dynamics
-from modularity.outputs import write_json
+from modularity.outputs import format_markdown, write_json
 from modularity.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,48 @@ class Dynamics(Analysis):
         ctx.figure("dynamics", plot_dynamics(ctx.out / "dynamics.png", summarise(frame),
                                              ctx.title("modularity over training")))  # fmt: skip
         return rows
+
+    @classmethod
+    def summary(cls, rows: pd.DataFrame) -> list[str]:
+        """Per checkpoint: step, held-out metric, mean effect, overlap with the final and
+        initial sets (vs chance), structure similarity; then where persistence comes from."""
+        table = []
+        for r in summarise(rows).itertuples():
+            held = rows[(rows.partner == r.checkpoint) & rows.metric.str.startswith("held_out_")]
+            metric = ", ".join(f"{m.metric.removeprefix('held_out_')} {m.value:.3f}"
+                               for m in held.itertuples())  # fmt: skip
+            table.append([
+                r.checkpoint, f"{int(r.step)}", metric,
+                f"{r.effect:+.1f} [{r.effect_low:+.1f}, {r.effect_high:+.1f}]",
+                f"{r.jaccard_final:.3f} ({r.chance_final:.3f})",
+                f"{r.jaccard_init:.3f} ({r.chance_init:.3f})",
+                f"{r.mantel_final:.2f}",
+            ])  # fmt: skip
+        if not table:
+            return []
+        header = ["checkpoint", "step", "held-out", "mean effect (pp)",
+                  "Jaccard with final (chance)", "with init (chance)",
+                  "Mantel r with final"]  # fmt: skip
+        model = rows.model.iloc[0]
+        tests = list(rows[rows.variant == ""].itertuples())  # not the checkpoint comparisons
+        return [
+            "Training dynamics: at each checkpoint, each task's neurons selected afresh; the "
+            "effect is averaged over tasks (95% t-interval), overlaps use the same neuron "
+            "indices (one network evolving), against random sets of equal size.",
+            "",
+            format_markdown(table, header),
+            "",
+            f"Persistence: {verdict(tests, model)}",
+        ]
+
+    @classmethod
+    def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
+        paths = []
+        for model, group in rows.groupby("model"):
+            path = plot_dynamics(out / f"dynamics_{model}.png", summarise(group),
+                                 f"{model}: modularity over training")  # fmt: skip
+            paths += [path] if path else []
+        return paths
 
     def at_checkpoint(self, pipe: Pipeline, tasks: list[str], seed: int) -> tuple[Sets, list]:
         """Each task's selection, its stability and (if ``evaluate``) its effect."""

@@ -18,7 +18,7 @@ from modularity.config import choice
 from modularity.errors import ConfigError
 from modularity.figures import plot_heatmap
 from modularity.neurons.selection import select_top_fraction
-from modularity.outputs import format_table
+from modularity.outputs import format_markdown, format_table
 from modularity.pipeline import DataSpec, Pipeline
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,25 @@ class Match(Analysis):
             raise ConfigError(f"analysis.max_fraction={self.max_fraction} is outside (0, 1]")
         if self.max_steps < 1 or self.tolerance <= 0:
             raise ConfigError("analysis.max_steps must be >= 1 and analysis.tolerance > 0")
+
+    @classmethod
+    def summary(cls, rows: pd.DataFrame) -> list[str]:
+        """The matched fraction of each task, and what every other task keeps there."""
+        fractions = rows[rows.metric == "matched_fraction"].set_index("task").value
+        if fractions.empty:
+            return []
+        cross = rows[rows.metric == "cross_ratio"].pivot_table(
+            index="partner", columns="task", values="value"
+        )
+        names = list(fractions.index)
+        table = [[n, f"{fractions[n]:.4f}", *(f"{cross.loc[n, m]:.2f}" for m in names)]
+                 for n in names if n in cross.index]  # fmt: skip
+        return [
+            "Matched damage: the fraction that brings each task (row) to the target share of "
+            "its top-1, and the share of top-1 every task (column) keeps there:",
+            "",
+            format_markdown(table, ["pruned for", "fraction", *names]),
+        ]
 
     def run(self, ctx: RunContext) -> list[Row]:
         pipe = ctx.pipeline

@@ -16,20 +16,28 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from modularity.algorithms.alignment import alignment_statistics
 from modularity.algorithms.kmeans import balanced_kmeans, plain_kmeans, random_partition
 from modularity.algorithms.set_overlap import layer_groups
+from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.errors import ConfigError
-from modularity.figures import plot_alignment_by_depth, plot_size_histograms
+from modularity.figures import (
+    alignment_panels,
+    plot_alignment_by_depth,
+    plot_size_histograms,
+    plt,
+    save,
+)
 from modularity.neurons.selection import check_layers
-from modularity.outputs import write_tensors
+from modularity.outputs import format_interval, format_markdown, write_tensors
+from modularity.tidy import panels
 
 log = logging.getLogger(__name__)
 MOEFY_VERSION = 2
@@ -121,6 +129,38 @@ class Moefy(Analysis):
             rows += self.alignment(ctx, labels, layers, n_experts)
         return rows
 
+    @classmethod
+    def summary(cls, rows: pd.DataFrame) -> list[str]:
+        """Mean alignment z (top-expert share) by depth third, per clustering, with intervals."""
+        rows = rows[(rows.metric == "alignment_z_by_depth") & (rows.measure == "topk_fraction")]
+        if rows.empty:
+            return []
+        depths = [d for d in ("early", "middle", "late", "all") if d in set(rows.layer)]
+        table = []
+        for method, group in rows.groupby("variant"):
+            by = {r.layer: r for r in group.itertuples()}
+            table.append([method, *(format_interval(by.get(d), 1) for d in depths)])
+        return [
+            "MoEfication: how concentrated each task's neurons are in its top expert, as z "
+            f"against random sets of the same size; mean over {int(rows.n.max())} tasks by "
+            "depth third, 95% t-interval:",
+            "",
+            format_markdown(table, ["clustering", *depths]),
+        ]
+
+    @classmethod
+    def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
+        rows = rows[(rows.metric == "alignment_z_by_depth") & (rows.measure == "topk_fraction")]
+        if rows.empty:
+            return []
+        groups = panels(rows, exclude=("run",))
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False)
+        for ax, (label, group) in zip(axes[0], groups):
+            alignment_panels([ax], group, ["topk_fraction"])
+            ax.set_title(group.model.iloc[0] + (f"\n{label}" if label else ""), fontsize=9)
+        fig.suptitle("experts vs task neurons: mean z over tasks, 95% intervals", fontsize=9)
+        return [save(fig, out / "alignment_by_depth.png")]
+
     def alignment(
         self, ctx: RunContext, labels: dict[str, dict[str, torch.Tensor]], layers: list[int],
         n_experts: int,
@@ -171,14 +211,3 @@ def depth_rows(frame: pd.DataFrame, n_layers: int) -> list[Row]:
                         layer=depth, low=low, high=high, n=float(len(per_task))))  # fmt: skip
     order = {name: i for i, name in enumerate(groups)}
     return sorted(rows, key=lambda r: (r.measure, r.variant, order[r.layer]))
-
-
-def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval (nan bounds with fewer than two values)."""
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half

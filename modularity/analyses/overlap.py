@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -29,8 +31,8 @@ from modularity.algorithms.set_overlap import (
     overlap_table,
 )
 from modularity.analyses.base import Analysis, Row, RunContext
-from modularity.analyses.persistence import persistence_rows, verdict
-from modularity.figures import plot_bars, plot_heatmap
+from modularity.analyses.persistence import INIT_SUFFIX, persistence_rows, verdict
+from modularity.figures import plot_bars, plot_heatmap, plt, save
 from modularity.outputs import format_table, write_json, write_tensors
 from modularity.pipeline import Pipeline, Selection
 
@@ -82,6 +84,44 @@ class Overlap(Analysis):
         if "verdict" in summary:
             log.info("%s", summary["verdict"])
         return rows
+
+    @classmethod
+    def summary(cls, rows: pd.DataFrame) -> list[str]:
+        """Pairwise overlap against chance; trained vs other models; Mantel tests."""
+        rows = rows[rows.layer == "all"]
+        lines = []
+        pairs = rows[rows.partner != ""]
+        jaccard, z = pairs[pairs.metric == "jaccard"].value, pairs[pairs.metric == "z"].value
+        if len(jaccard):
+            lines.append(
+                f"- Task sets overlap (top {rows.fraction.iloc[0]:g}): mean pairwise Jaccard "
+                f"**{jaccard.mean():.3f}** (range {jaccard.min():.3f}–{jaccard.max():.3f}); "
+                f"mean z against random sets of the same sizes **{z.mean():.1f}**."
+            )
+        index = rows[rows.metric == "index_jaccard"]
+        for kind, is_init in (("unrelated random twins", False), ("its own initial weights", True)):
+            mine = rows[rows.partner.str.endswith(INIT_SUFFIX) == is_init]
+            if (mine.metric == "index_jaccard").any():
+                lines.append(
+                    f"- Same neuron indices, trained vs {kind}: mean Jaccard "
+                    f"**{mine[mine.metric == 'index_jaccard'].value.mean():.3f}** vs "
+                    f"{mine[mine.metric == 'expected_index_jaccard'].value.mean():.3f} by "
+                    f"chance (mean z {mine[mine.metric == 'index_z'].value.mean():.1f})."
+                )
+        lines += [
+            f"- Mantel test of the task x task structure, {t.task} vs {t.partner}: "
+            f"r = {t.value:.2f}, p = {t.p_value:.3g}."
+            for t in rows[rows.metric == "mantel_r"].itertuples()
+        ]
+        if len(index) or (rows.metric == "mantel_r").any():
+            lines.append(f"- {verdict(list(rows.itertuples()), rows.model.iloc[0])}")
+        return lines
+
+    @classmethod
+    def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
+        paths = plot_overlaps(rows, out)
+        cdf = plot_index_cdf(rows, out / "trained_vs_random_cdf.png")
+        return paths + ([cdf] if cdf else [])
 
     def plot_index_overlap(self, ctx: RunContext, rows: list[Row]) -> None:
         """Trained vs twins and init, index by index: table and bar chart."""
@@ -155,3 +195,39 @@ def jaccard_text(sets: dict[str, torch.Tensor]) -> str:
     return format_table(
         [[a, *(f"{v:.3f}" for v in row)] for a, row in zip(names, matrix)], ["jaccard", *names]
     )
+
+
+def plot_overlaps(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """Whole-model Jaccard heatmap of each overlap run."""
+    rows = frame[(frame.metric == "jaccard") & (frame.layer == "all") & (frame.partner != "")]
+    paths: list[Path] = []
+    for _, group in rows.groupby("run"):
+        names = list(dict.fromkeys([*group.task, *group.partner]))
+        matrix = group.pivot_table(index="task", columns="partner", values="value")
+        first = group.iloc[0]
+        stem = f"overlap_{first.model}_{first.fraction:g}"
+        taken = sum(p.stem.startswith(stem) for p in paths)  # runs differing in another key
+        path = out / f"{stem}{f'_{taken}' if taken else ''}.png"
+        title = f"{first.model}: Jaccard of task neuron sets (top {first.fraction:g})"
+        values = matrix.reindex(index=names, columns=names).values
+        paths.append(plot_heatmap(path, names, values, title, "Jaccard"))
+    return paths
+
+
+def plot_index_cdf(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Index-by-index Jaccard of trained vs other models, against chance."""
+    rows = frame[frame.metric.isin(["index_jaccard", "expected_index_jaccard"])]
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (model, is_init), group in rows.groupby(["model", rows.partner.str.endswith(INIT_SUFFIX)]):
+        for metric, style in (("index_jaccard", "-"), ("expected_index_jaccard", ":")):
+            values = np.sort(group[group.metric == metric].value.to_numpy())
+            which = "true init" if is_init else "random twins"
+            label = f"{model} vs {which}" + (" (chance)" if metric.startswith("expected") else "")
+            ax.step(values, np.arange(1, len(values) + 1) / len(values), style, where="post",
+                    label=label)  # fmt: skip
+    ax.set_xlabel("Jaccard of a task's neuron sets (same neuron indices)")
+    ax.set_ylabel("fraction of tasks")
+    ax.legend(fontsize=6)
+    return save(fig, path)

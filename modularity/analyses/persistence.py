@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,8 +114,9 @@ def persistence_rows(
     return rows + mantel_rows(matrices, pairs, permutations)
 
 
-def verdict(rows: list[Row], model: str) -> str:
-    """One sentence on where shared task structure comes from, from the Mantel rows."""
+def verdict(rows: list[Any], model: str) -> str:
+    """One sentence on where shared task structure comes from, from the Mantel rows (Row
+    objects or table rows with the same fields)."""
     tests = [r for r in rows if r.metric == "mantel_r"]
     trained = [r.value for r in tests if r.task == model and not r.partner.endswith(INIT_SUFFIX)]
     control = [r.value for r in tests if r.task != model]

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
-from modularity.figures import plot_layer_counts
-from modularity.outputs import format_table, write_json, write_tensors
+from modularity.figures import plot_layer_counts, plt, save
+from modularity.outputs import (
+    format_interval,
+    format_markdown,
+    format_table,
+    write_json,
+    write_tensors,
+)
+from modularity.tidy import lower_median, panels
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,37 @@ class Prune(Analysis):
         write_json(ctx.out / "metrics.json", nested_metrics(rows))
         log.info("%s", console_summary(cfg.model.name, task.name, reference.name, rows))
         return rows
+
+    @classmethod
+    def summary(cls, rows: pd.DataFrame) -> list[str]:
+        """Per fraction: the mean effect over tasks; per task at the middle fraction: drops
+        and effect with intervals, stability, data; under-powered results labelled."""
+        lines = []
+        for label, group in panels(rows, exclude=("task", "fraction", "run")):
+            lines += _fraction_overview(group, label) + [""]
+            fraction = lower_median(group.fraction)
+            table, flags = task_table(group[np.isclose(group.fraction, fraction)])
+            if not table:
+                continue
+            header = ["task", "task top-1", "task drop (pp)", "ref. drop (pp)", "effect (pp)",
+                      "loss effect (nats)", "stability", "evaluated on"]  # fmt: skip
+            lines += [
+                f"At fraction {fraction:g}: drops in percentage points of top-1, the effect is "
+                "the task's drop minus the reference's, with 95% bootstrap intervals over "
+                "evaluation documents or images; loss effect likewise in nats; stability is "
+                "the Jaccard of the selections made from two halves of the collection data. "
+                f"{sum(flags)} of {len(table)} tasks are under-powered (the interval contains "
+                f"0, or stability < {STABILITY_THRESHOLD}).",
+                "",
+                format_markdown(table, header),
+                "",
+            ]
+        return lines
+
+    @classmethod
+    def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
+        path = plot_drop_vs_fraction(rows, out / "drop_vs_fraction.png")
+        return [path] if path else []
 
 
 def nested_metrics(rows: list[Row]) -> dict:
@@ -106,3 +148,96 @@ def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> s
         + (f"\nsplit-half stability of the selection: {stability.value:.2f}" if stability else "")
         + (f"; evaluation tokens: {tokens}" if tokens else "")
     )
+
+
+STABILITY_THRESHOLD = 0.7  # below it a selection is labelled under-powered (DESIGN.md)
+
+
+def underpowered(effect: Any, stability: float) -> bool:
+    """The effect's interval contains 0, or the selection is unstable."""
+    no_effect = effect is None or not (effect.low > 0 or effect.high < 0)
+    return bool(no_effect or not stability >= STABILITY_THRESHOLD)
+
+
+def task_table(rows: pd.DataFrame) -> tuple[list[list[str]], list[bool]]:
+    """Per task: top-1 before/after, drops and effect with intervals, loss effect,
+    stability, evaluation data; and which tasks are under-powered."""
+    table, flags = [], []
+    for task, group in rows.groupby("task"):
+        pick = {(r.metric, r.variant, r.measure): r for r in group.itertuples()}
+        effect = pick.get(("effect", "task-reference", "top1"))
+        if effect is None:
+            continue
+        stability = pick.get(("stability", "", ""))
+        stable = stability.value if stability is not None else float("nan")
+        weak = underpowered(effect, stable)
+        flags.append(weak)
+        tokens, units = (
+            pick.get(("evaluate_tokens", "task", "")),
+            pick.get(("evaluate_units", "task", "")),
+        )
+        size = f"{int(tokens.value):,} tokens" if tokens else f"{int(units.value):,} images"
+        before, after = pick[("before", "task", "top1")], pick[("after", "task", "top1")]
+        table.append([
+            task + (" (under-powered)" if weak else ""),
+            f"{before.value:.3f} → {after.value:.3f}",
+            format_interval(pick.get(("drop", "task", "top1"))),
+            format_interval(pick.get(("drop", "reference", "top1"))),
+            f"**{format_interval(effect)}**",
+            format_interval(pick.get(("effect", "task-reference", "loss")), 2),
+            f"{stable:.2f}",
+            size,
+        ])  # fmt: skip
+    return table, flags
+
+
+def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
+    """One line per fraction: mean top-1 effect over tasks (t-interval), how many tasks'
+    intervals exclude 0, mean stability."""
+    effects = rows[(rows.metric == "effect") & (rows.measure == "top1")]
+    stability = rows[rows.metric == "stability"]
+    table = []
+    for fraction, group in effects.groupby("fraction"):
+        mean, low, high = mean_interval(group.value.to_numpy())
+        stable = stability[np.isclose(stability.fraction, fraction)].value.mean()
+        table.append([f"{fraction:g}", f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]",
+                      f"{int((group.low > 0).sum())} of {len(group)}",
+                      f"{int((group.high < 0).sum())}", f"{stable:.2f}"])  # fmt: skip
+    header = ["fraction", "mean effect (pp), 95% t-interval over tasks",
+              "tasks hurt more than reference", "hurt less", "mean stability"]  # fmt: skip
+    title = f"Selective pruning{f' ({label})' if label else ''}: top-1 effect by fraction."
+    return [title, "", format_markdown(table, header)]
+
+
+def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
+    """Top-1 drop (pp) of each task (solid) and its reference (dashed) against the fraction,
+    with 95% bands, one panel per model and setting; black: the mean over tasks."""
+    drops = frame[(frame.metric == "drop") & (frame.measure == "top1")]
+    if drops.empty or drops.fraction.nunique() < 2:
+        return None
+    groups = panels(drops, exclude=("task", "fraction", "run"))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.9), squeeze=False)
+    colours = plt.cm.tab10(np.linspace(0, 1, 10))
+    for ax, (label, group) in zip(axes[0], groups):
+        for i, (task, rows) in enumerate(group.groupby("task")):
+            for side, style in (("task", "-"), ("reference", "--")):
+                line = rows[rows.variant == side].sort_values("fraction")
+                ax.plot(line.fraction, line.value, style, color=colours[i % 10], lw=1,
+                        label=task if side == "task" else None)  # fmt: skip
+                ax.fill_between(line.fraction, line.low, line.high, color=colours[i % 10],
+                                alpha=0.12)  # fmt: skip
+        for side, style in (("task", "-o"), ("reference", "--o")):
+            mean = group[group.variant == side].groupby("fraction").value.mean()
+            ax.plot(mean.index, mean.values, style, color="k", lw=2)
+        fractions = sorted(group.fraction.unique())
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+        ax.minorticks_off()
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_title(group.model.iloc[0] + (f"\n{label}" if label else ""), fontsize=9)
+        ax.set_xlabel("prune fraction")
+        ax.legend(fontsize=6, ncol=2, loc="upper left")
+    axes[0][0].set_ylabel("top-1 drop (percentage points)")
+    fig.suptitle("selective pruning: task (solid) vs reference (dashed), 95% intervals; "
+                 "black: mean over tasks", fontsize=9)  # fmt: skip
+    return save(fig, path)
