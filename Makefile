@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # build first (see README) and `make` keeps it, since it satisfies the pin's range.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup run test test-fast bench models lint clean
+.PHONY: setup run run-full test test-fast bench models gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml scripts/setup_system.sh
 run: $(STAMP)
 	$(BIN)/python -m modularity.default
 
+# The README's SmolLM2 headline: >= 100k collection and 50k evaluation tokens per task.
+run-full: $(STAMP)
+	$(BIN)/python -m modularity.default --plan full --out outputs-full
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
@@ -36,11 +40,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sweep.py
 
 models: $(STAMP)
-	$(BIN)/python -m modularity.zoo.train --force --into modularity/assets/models
+	$(BIN)/python -m modularity.zoo -m recipe=tiny_vit_digits,tiny_vit_fashion,tiny_lm_text
+
+gpu-check: $(STAMP)
+	$(BIN)/python -m modularity.gpucheck
 
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks
 	$(BIN)/ruff format --check modularity tests benchmarks
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs outputs-full multirun .pytest_cache

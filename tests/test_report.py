@@ -10,7 +10,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from modularity.analyses.base import ROW_COLUMNS
-from modularity.report import gather, panels, report
+from modularity.report import gather, report
+from modularity.tidy import panels
 
 
 def write_run(root, name, task, fraction, layers, drop, overrides=()):
@@ -39,7 +40,7 @@ def test_swept_keys_are_columns_and_figures_do_not_pool_them(tmp_path):
     assert {"layers", "data.collect_size", "fraction"} <= set(frame.columns)
     assert sorted(frame.layers.unique()) == ["0", "all"]
     drops = frame[frame.metric == "drop"]
-    groups = panels(drops, exclude=("task", "fraction", "analysis"))
+    groups = panels(drops, exclude=("task", "fraction", "run"))
     assert [label for label, _ in groups] == ["layers=0", "layers=all"]
     report(tmp_path)
     assert (tmp_path / "drop_vs_fraction.png").is_file()
