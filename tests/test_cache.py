@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from modularity.cache import ENV_VAR, StatsCache, default_cache_root
-from modularity.errors import ModularityError
 
 PARTS = {
     "model": "EleutherAI/pythia-70m",
@@ -26,8 +25,9 @@ PARTS = {
     "note": None,
 }
 KEY = StatsCache.key(**PARTS)
-# Pinned: a change here silently orphans every cache entry users already have.
-GOLDEN_KEY = "1e452a7689c730fa7989d150"
+# Pinned: a change here silently orphans every cache entry users already have (format 2
+# added the tensors' checksum to every entry, so entries of format 1 go unused on purpose).
+GOLDEN_KEY = "0957b86a5a1965ddc39cf6af"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -134,10 +134,9 @@ def test_killed_writer_leaves_no_entry(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    cache = StatsCache(root)  # a fresh run: the temp dir is young, so it stays
-    assert cache.get(KEY) is None
     assert len(tmp_dirs(root)) == 1
-    assert cache.prune_temporary(older_than_s=0) == 1
+    cache = StatsCache(root)  # a fresh run: its writer is dead, so the temp dir goes at once
+    assert cache.get(KEY) is None
     assert tmp_dirs(root) == []
     assert cache.put(KEY, stats(), PARTS) == root / KEY
 
@@ -299,12 +298,62 @@ def test_disabled_cache_never_writes(tmp_path):
     assert not root.exists()
 
 
-def test_unreadable_entry_names_its_path(tmp_path):
+def corrupt_entries(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.name.startswith(".corrupt-"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "bit_flip", "truncated", "no_meta"])
+def test_a_damaged_entry_is_named_set_aside_and_recomputed(tmp_path, caplog, damage):
     cache = StatsCache(tmp_path)
     cache.put(KEY, stats(), PARTS)
-    (tmp_path / KEY / "tensors.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ModularityError, match=KEY):
-        cache.get(KEY)
+    tensors = tmp_path / KEY / "tensors.safetensors"
+    data = bytearray(tensors.read_bytes())
+    if damage == "garbage":
+        tensors.write_bytes(b"garbage")
+    elif damage == "bit_flip":  # still a well-formed file: only the checksum can tell
+        data[-3] ^= 0x10
+        tensors.write_bytes(bytes(data))
+    elif damage == "truncated":
+        tensors.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        (tmp_path / KEY / "meta.json").unlink()
+    with caplog.at_level("WARNING"):
+        assert cache.get(KEY) is None
+    assert KEY in caplog.text and "corrupt" in caplog.text
+    assert len(corrupt_entries(tmp_path)) == 1
+    tensors, hit = cache.get_or_compute(KEY, stats, PARTS)
+    assert not hit and torch.equal(tensors["mean"], stats()["mean"])
+    assert cache.get(KEY) is not None
+
+
+def test_a_failed_check_is_never_used(tmp_path):
+    cache = StatsCache(tmp_path)
+    cache.put(KEY, {"mad": torch.tensor([1.0, float("inf")])}, PARTS)
+
+    def finite(tensors):
+        if not torch.isfinite(tensors["mad"]).all():
+            raise ValueError("mad holds non-finite values")
+
+    assert cache.get(KEY, finite) is None
+    fresh, hit = cache.get_or_compute(KEY, lambda: {"mad": torch.ones(2)}, PARTS, finite)
+    assert not hit and torch.equal(fresh["mad"], torch.ones(2))
+
+
+@pytest.mark.parametrize("blocker", ["file", "read_only"])
+def test_an_unwritable_cache_is_found_before_computing_and_results_kept(tmp_path, caplog, blocker):
+    root = tmp_path / "cache"
+    if blocker == "file":
+        root.write_text("not a directory")
+    else:
+        root.mkdir()
+        root.chmod(0o500)
+    if blocker == "read_only" and os.access(root, os.W_OK):  # root ignores permissions
+        pytest.skip("running as a user who can write anywhere")
+    with caplog.at_level("WARNING"):
+        cache = StatsCache(root)
+    assert not cache.writable and "not writable" in caplog.text
+    tensors, hit = cache.get_or_compute(KEY, stats, PARTS)
+    assert not hit and torch.equal(tensors["mean"], stats()["mean"])
 
 
 def test_rejects_non_tensors(tmp_path):

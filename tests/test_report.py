@@ -33,8 +33,15 @@ def write_run(root, name, task, fraction, layers, drop, overrides=()):
 
 def test_swept_keys_are_columns_and_figures_do_not_pool_them(tmp_path):
     for i, (fraction, layers) in enumerate([(0.01, "all"), (0.1, "all"), (0.01, "0"), (0.1, "0")]):
-        write_run(tmp_path, str(i), "code", fraction, layers, 10.0 * (i + 1),
-                  [f"selection.fraction={fraction}", f"layers={layers}", "data.collect_size=64"])
+        write_run(
+            tmp_path,
+            str(i),
+            "code",
+            fraction,
+            layers,
+            10.0 * (i + 1),
+            [f"selection.fraction={fraction}", f"layers={layers}", "data.collect_size=64"],
+        )
     frame, bad = gather(tmp_path)
     assert bad == []
     assert {"layers", "data.collect_size", "fraction"} <= set(frame.columns)
