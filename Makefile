@@ -38,6 +38,11 @@ bench: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python -m modularity.zoo.train --force --into modularity/assets/models
 
+# On a CUDA machine: throughput, FLOP/s against the card's peak, memory, k-means time.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python -m modularity.gpucheck
+
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks
 	$(BIN)/ruff format --check modularity tests benchmarks
