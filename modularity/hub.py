@@ -167,7 +167,7 @@ def hub_access(repo_id: str, repo_type: RepoType, setting: str) -> Iterator[None
     try:
         yield
     except Exception as err:
-        if not _from_connection_failure(err):
+        if isinstance(err, ModularityError) or not _from_connection_failure(err):
             raise
         why = reason or offline_reason() or f"the connection to {hub_endpoint()} failed"
         raise offline_error(repo_id, repo_type, setting, why) from err

@@ -19,7 +19,7 @@ download of the repository (``hf download <id> --repo-type dataset --local-dir D
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from modularity.errors import ConfigError
 from modularity.hub import hub_access, is_local_path
 
 DataFiles = str | Sequence[str] | Mapping[str, str | Sequence[str]]
+HubData = datasets.Dataset | datasets.IterableDataset
 COLUMN_KEYS = ("field", "image_field", "label_field")  # keys of a hub section naming columns
 
 
@@ -53,7 +54,7 @@ def rooted(root: str, data_files: DataFiles) -> DataFiles:
     return [f"{root}/{glob}" for glob in data_files]
 
 
-def _load(hub: Mapping[str, Any], split: str, streaming: bool) -> Any:
+def _load(hub: Mapping[str, Any], split: str, streaming: bool) -> HubData:
     dataset = hub["dataset"]
     data_files = hub.get("data_files")
     builder = hub.get("builder")
@@ -75,7 +76,7 @@ def _load(hub: Mapping[str, Any], split: str, streaming: bool) -> Any:
     )
 
 
-def row_filter(wanted: Mapping[str, str | Sequence[str]]) -> Any:
+def row_filter(wanted: Mapping[str, str | Sequence[str]]) -> Callable[[Mapping[str, Any]], bool]:
     """A predicate on a row: every column in ``wanted`` matches one of its patterns."""
     patterns = {
         column: [value] if isinstance(value, str) else list(value)
@@ -91,7 +92,7 @@ def row_filter(wanted: Mapping[str, str | Sequence[str]]) -> Any:
     return keep
 
 
-def _check_columns(hub: Mapping[str, Any], data: Any) -> None:
+def _check_columns(hub: Mapping[str, Any], data: HubData) -> None:
     columns = data.column_names
     if columns is None:  # a stream whose schema is only known once read
         return
@@ -106,12 +107,13 @@ def _check_columns(hub: Mapping[str, Any], data: Any) -> None:
 
 def load_hub_dataset(
     hub: Mapping[str, Any] | DictConfig, split: str, streaming: bool = False
-) -> Any:
+) -> HubData:
     """One split of a task's hub dataset (a ``datasets.Dataset``, or an ``IterableDataset``
     when ``streaming``), filtered by ``hub.filter``; its columns are the hub dataset's own.
 
     Offline, it reads the local cache only, and fails in one line (``ModularityError``)
-    naming the dataset and how to run offline when that has nothing.
+    naming the dataset and how to run offline when that has nothing. (A stream reads its
+    files lazily: a connection lost while iterating raises the datasets library's error.)
     """
     if isinstance(hub, DictConfig):
         hub = OmegaConf.to_container(hub, resolve=True)
