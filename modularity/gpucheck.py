@@ -150,7 +150,8 @@ def measure_model(
     from modularity.neurons.stats import NeuronStatsAccumulator
 
     model, adapter = loaded.model, loaded.adapter
-    device = next(model.parameters()).device
+    weights = next(model.parameters())
+    device, dtype = weights.device, str(weights.dtype).removeprefix("torch.")
     n_batches = math.ceil(tokens_per_pass / (cfg.batch_size * SEQUENCE_LENGTH))
     generator = torch.Generator(device=device).manual_seed(0)
     batches = [
@@ -183,7 +184,7 @@ def measure_model(
             PassTiming("evaluation forward", tokens, timed(evaluation_forward, batches), whole),
         ]
     lines = [
-        f"{cfg.name}: {cfg.dtype}, {adapter.n_layers} layers x {adapter.n_neurons} neurons, "
+        f"{cfg.name}: {dtype}, {adapter.n_layers} layers x {adapter.n_neurons} neurons, "
         f"{whole / 1e6:,.1f}M linear-layer parameters ({backbone / 1e6:,.1f}M without the LM "
         f"head); {tokens:,} random tokens a pass, in batches of {cfg.batch_size} x "
         f"{SEQUENCE_LENGTH}",
