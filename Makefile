@@ -45,6 +45,11 @@ models: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m modularity.gpucheck
 
+# On a CUDA machine: throughput, FLOP/s against the card's peak, memory, k-means time.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python -m modularity.gpucheck
+
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks
 	$(BIN)/ruff format --check modularity tests benchmarks
