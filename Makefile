@@ -42,11 +42,7 @@ bench: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python -m modularity.zoo -m recipe=tiny_vit_digits,tiny_vit_fashion,tiny_lm_text
 
-gpu-check: $(STAMP)
-	$(BIN)/python -m modularity.gpucheck
-
 # On a CUDA machine: throughput, FLOP/s against the card's peak, memory, k-means time.
-.PHONY: gpu-check
 gpu-check: $(STAMP)
 	$(BIN)/python -m modularity.gpucheck
 
