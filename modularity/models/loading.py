@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -28,6 +29,7 @@ from transformers import (
 )
 
 from modularity.errors import ConfigError, ModularityError, invalid_choice
+from modularity.hub import hub_access, is_local_path
 from modularity.models.adapter import ModelAdapter, adapter_class
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,15 +72,11 @@ def resolve_path(path: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / sub)
 
 
-def _is_local(path: str) -> bool:
-    return Path(path).expanduser().exists() or path.startswith(("/", "./", "../", "~"))
-
-
 def _checked_path(path: str) -> str:
     path = resolve_path(path)
-    if _is_local(path) and not Path(path).expanduser().exists():
+    if is_local_path(path) and not Path(path).expanduser().exists():
         raise ConfigError(f"model.path {path!r} does not exist (a hub id or a local directory)")
-    return str(Path(path).expanduser()) if _is_local(path) else path
+    return str(Path(path).expanduser()) if is_local_path(path) else path
 
 
 def _hf_config(cfg: DictConfig) -> PretrainedConfig:
@@ -91,6 +89,12 @@ def _hf_config(cfg: DictConfig) -> PretrainedConfig:
 
 def _source_dir(cfg: DictConfig) -> str | None:
     """Directory or hub id holding weights, tokenizer and config (None for config dicts)."""
+    if cfg.builtin and cfg.path:
+        raise ConfigError(
+            f"model {cfg.name!r} is built in (model.builtin={cfg.builtin}), so model.path="
+            f"{cfg.path!r} would be ignored; for a directory or hub id use model.builtin=null "
+            "model.name=<a name> model.path=..."
+        )
     if cfg.builtin:
         from modularity.zoo.train import builtin_model_dir
 
@@ -112,8 +116,9 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
         pretrained = False
     else:
         try:
-            config = AutoConfig.from_pretrained(source, revision=cfg.revision)
-        except OSError as err:
+            with hub_access(source, "model", "model.path"):
+                config = AutoConfig.from_pretrained(source, revision=cfg.revision)
+        except (OSError, ValueError) as err:
             raise ModularityError(f"cannot load model {source!r}: {err}".splitlines()[0]) from err
         pretrained = cfg.init == "pretrained"
     auto = AUTO_CLASSES[adapter_class(config.model_type).kind]
@@ -121,7 +126,12 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
         kwargs: dict[str, Any] = {"revision": cfg.revision, "dtype": dtype}
         if cfg.quantization:
             kwargs["quantization_config"] = _quantization(cfg.quantization)
-        return auto.from_pretrained(source, **kwargs)
+        try:
+            with hub_access(source, "model", "model.path"):
+                return auto.from_pretrained(source, **kwargs)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+            message = f"cannot load the weights of {source!r}: {err}".splitlines()[0]
+            raise ModularityError(message) from err
     # Random twin (or a config-dict model): the same architecture, weights from the seed,
     # drawn without disturbing the caller's random state.
     with torch.random.fork_rng(devices=[]):
@@ -145,9 +155,16 @@ def _tokenizer(cfg: DictConfig, source: str | None) -> Any:
         raise ConfigError(
             f"model {cfg.name!r} is a causal LM without a tokenizer; set model.tokenizer"
         )
-    tokenizer = (
-        ByT5Tokenizer(extra_ids=0) if name == "bytes" else AutoTokenizer.from_pretrained(name)
-    )
+    if name == "bytes":
+        tokenizer = ByT5Tokenizer(extra_ids=0)
+    else:
+        setting = "model.tokenizer" if cfg.tokenizer else "model.path"
+        try:
+            with hub_access(name, "model", setting):
+                tokenizer = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError, TypeError) as err:
+            message = f"cannot load the tokenizer of {name!r}: {err}".splitlines()[0]
+            raise ModularityError(message) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -157,7 +174,8 @@ def _image_processor(source: str | None) -> Any:
     if source is None:
         return None
     try:
-        return AutoImageProcessor.from_pretrained(source)
+        with hub_access(source, "model", "model.path"):
+            return AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError):
         return None
 
