@@ -90,16 +90,25 @@ def main() -> None:
         start = time.perf_counter()
         for spec in [*tasks, reference]:
             for split, size in (("collect", args.collect), ("evaluate", args.evaluate)):
-                text_blocks(spec.config, spec.split(split), pipe.loaded.tokenizer,
-                            pipe._block_size(spec), size)  # fmt: skip
+                text_blocks(
+                    spec.config,
+                    spec.split(split),
+                    pipe.loaded.tokenizer,
+                    pipe._block_size(spec),
+                    size,
+                )
         tokenising = time.perf_counter() - start
     ratio = sweep / plain
-    print(f"{args.model} ({experiment}): {len(TASKS)} tasks x {len(FRACTIONS)} fractions, "
-          f"{args.collect} collection and {args.evaluate} evaluation tokens per sample")  # fmt: skip
+    print(
+        f"{args.model} ({experiment}): {len(TASKS)} tasks x {len(FRACTIONS)} fractions, "
+        f"{args.collect} collection and {args.evaluate} evaluation tokens per sample"
+    )
     print(f"  sweep, end to end, fresh cache      {sweep:8.2f} s")
     print(f"  plain forwards over the same tokens {plain:8.2f} s   ratio {ratio:.3f}")
-    print(f"  tokenising the samples from scratch {tokenising:8.2f} s   "
-          f"({tokenising / sweep:.0%} of the sweep; cached on disk after the first run)")  # fmt: skip
+    print(
+        f"  tokenising the samples from scratch {tokenising:8.2f} s   "
+        f"({tokenising / sweep:.0%} of the sweep; cached on disk after the first run)"
+    )
     print(f"  ratio {ratio:.3f}  target <= {TARGET}: {'PASS' if ratio <= TARGET else 'MISS'}")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"  load average: {load}; {os.cpu_count()} cores")

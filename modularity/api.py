@@ -78,8 +78,11 @@ class PruneResult:
     run_dir: Path
 
     def metric(self, metric: str, variant: str = "", measure: str = "") -> pd.Series:
-        rows = self.rows[(self.rows.metric == metric) & (self.rows.variant == variant)
-                         & (self.rows.measure == measure)]  # fmt: skip
+        rows = self.rows[
+            (self.rows.metric == metric)
+            & (self.rows.variant == variant)
+            & (self.rows.measure == measure)
+        ]
         if rows.empty:
             raise KeyError(f"no row {metric!r} (variant {variant!r}, measure {measure!r})")
         return rows.iloc[0]

@@ -147,12 +147,27 @@ class Config:
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 CIFAR20_SUPERCLASSES = (
-    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
-    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
-    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
-    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates", "people",
-    "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
-)  # fmt: skip
+    "aquatic_mammals",
+    "fish",
+    "flowers",
+    "food_containers",
+    "fruit_and_vegetables",
+    "household_electrical_devices",
+    "household_furniture",
+    "insects",
+    "large_carnivores",
+    "large_man-made_outdoor_things",
+    "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores",
+    "medium_mammals",
+    "non-insect_invertebrates",
+    "people",
+    "reptiles",
+    "small_mammals",
+    "trees",
+    "vehicles_1",
+    "vehicles_2",
+)
 
 
 def slug(name: str) -> str:
@@ -202,9 +217,12 @@ def register_configs() -> None:
             cs.store(
                 group="task",
                 name=f"{prefix}-{suffix}",
-                node={"defaults": [reference, "_self_"], "name": f"{prefix}-{suffix}",
-                      "classes": classes},
-            )  # fmt: skip
+                node={
+                    "defaults": [reference, "_self_"],
+                    "name": f"{prefix}-{suffix}",
+                    "classes": classes,
+                },
+            )
     if not OmegaConf.has_resolver("csv"):
         OmegaConf.register_new_resolver("csv", _csv)
 

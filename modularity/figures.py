@@ -78,8 +78,15 @@ def plot_heatmap(
             for j in range(len(names)):
                 if i != j and np.isfinite(values[i, j]):
                     colour = _text_colour(colour_map(norm(values[i, j])))
-                    ax.text(j, i, f"{values[i, j]:.2g}", ha="center", va="center",
-                            fontsize=7, color=colour)  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{values[i, j]:.2g}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=colour,
+                    )
     fig.colorbar(image, ax=ax, label=label, shrink=0.8)
     ax.set_title(title, fontsize=9)
     return save(fig, path)
@@ -126,8 +133,15 @@ def alignment_panels(
             x = np.arange(len(group)) + offset
             colour, style = CLUSTERING_STYLE.get(method, ("k", "-"))
             err = np.vstack([group.value - group.low, group.high - group.value])
-            ax.errorbar(x, group.value, yerr=np.nan_to_num(err), fmt=style, color=colour,
-                        capsize=3, label=method)  # fmt: skip
+            ax.errorbar(
+                x,
+                group.value,
+                yerr=np.nan_to_num(err),
+                fmt=style,
+                color=colour,
+                capsize=3,
+                label=method,
+            )
             ax.set_xticks(range(len(group)), list(group.index))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_ylabel(f"alignment z ({statistic})")

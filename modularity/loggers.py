@@ -116,9 +116,12 @@ class RunLogger:
             list(g.set_index("layer").reindex(depths).value) for _, g in frame.groupby("variant")
         ]
         plot = wandb.plot.line_series(
-            xs=list(range(len(depths))), ys=series, keys=list(frame.groupby("variant").groups),
-            title="alignment z by depth third (" + ", ".join(depths) + ")", xname="depth third",
-        )  # fmt: skip
+            xs=list(range(len(depths))),
+            ys=series,
+            keys=list(frame.groupby("variant").groups),
+            title="alignment z by depth third (" + ", ".join(depths) + ")",
+            xname="depth third",
+        )
         self._log({name: plot})
 
     def results(self, frame: pd.DataFrame) -> None:
@@ -131,8 +134,18 @@ class RunLogger:
         ]
         values = {}
         for row in headline.itertuples():
-            key = "/".join(p for p in (row.metric, row.task, row.variant, row.measure, row.partner,
-                                       "" if row.layer == "all" else row.layer) if p)  # fmt: skip
+            key = "/".join(
+                p
+                for p in (
+                    row.metric,
+                    row.task,
+                    row.variant,
+                    row.measure,
+                    row.partner,
+                    "" if row.layer == "all" else row.layer,
+                )
+                if p
+            )
             values[key] = row.value
             if row.low == row.low:
                 values[f"{key}/low"], values[f"{key}/high"] = row.low, row.high

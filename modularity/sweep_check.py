@@ -54,6 +54,10 @@ class CheckJobs(Callback):
                 message = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
                 problems.append(f"  job {number} ({' '.join(overrides)}): {message}")
         if problems:
-            print(f"error: {len(problems)} of {len(jobs)} jobs are invalid; none ran:",
-                  *problems, sep="\n", file=sys.stderr)  # fmt: skip
+            print(
+                f"error: {len(problems)} of {len(jobs)} jobs are invalid; none ran:",
+                *problems,
+                sep="\n",
+                file=sys.stderr,
+            )
             sys.exit(2)

@@ -18,14 +18,35 @@ def write_run(root, name, task, fraction, layers, drop, overrides=()):
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(list(overrides), run / ".hydra" / "overrides.yaml")
-    settings = {"model": "m", "checkpoint": "", "init": "pretrained", "analysis": "prune",
-                "fraction": fraction, "scope": "layer", "scorer": "mad", "ablation": "zero",
-                "layers": layers, "reference_excludes": "documents"}  # fmt: skip
+    settings = {
+        "model": "m",
+        "checkpoint": "",
+        "init": "pretrained",
+        "analysis": "prune",
+        "fraction": fraction,
+        "scope": "layer",
+        "scorer": "mad",
+        "ablation": "zero",
+        "layers": layers,
+        "reference_excludes": "documents",
+    }
     rows = []
     for side, value in (("task", drop), ("reference", drop / 4)):
-        rows.append({"metric": "drop", "value": value, "task": task, "measure": "top1",
-                     "variant": side, "partner": "", "layer": "all", "low": value - 1,
-                     "high": value + 1, "p_value": float("nan"), "n": 100.0})  # fmt: skip
+        rows.append(
+            {
+                "metric": "drop",
+                "value": value,
+                "task": task,
+                "measure": "top1",
+                "variant": side,
+                "partner": "",
+                "layer": "all",
+                "low": value - 1,
+                "high": value + 1,
+                "p_value": float("nan"),
+                "n": 100.0,
+            }
+        )
     frame = pd.DataFrame([{**settings, **r} for r in rows])
     frame[[*settings, *ROW_COLUMNS]].to_csv(run / "results.csv", index=False)
     return run
@@ -57,8 +78,10 @@ def test_swept_keys_are_columns_and_figures_do_not_pool_them(tmp_path):
 def test_empty_directory_writes_nothing_and_says_so(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "modularity.report", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "nothing to report" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
@@ -70,8 +93,10 @@ def test_a_truncated_result_is_named_and_the_rest_reported(tmp_path):
     (broken / "results.csv").write_text("metric,val")
     proc = subprocess.run(
         [sys.executable, "-m", "modularity.report", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "broken" in proc.stderr and "Traceback" not in proc.stderr
     assert set(pd.read_csv(tmp_path / "report.csv").task) == {"code"}

@@ -59,8 +59,18 @@ class Row:
 
 
 ROW_COLUMNS = [f.name for f in fields(Row)]
-SETTING_COLUMNS = ["model", "checkpoint", "init", "analysis", "fraction", "scope", "scorer",
-                   "ablation", "layers", "reference_excludes"]  # fmt: skip
+SETTING_COLUMNS = [
+    "model",
+    "checkpoint",
+    "init",
+    "analysis",
+    "fraction",
+    "scope",
+    "scorer",
+    "ablation",
+    "layers",
+    "reference_excludes",
+]
 
 
 def settings(cfg: DictConfig) -> dict[str, Any]:
@@ -128,9 +138,10 @@ def analysis_class(name: str) -> type[Analysis]:
 
     module = importlib.import_module(f"modularity.analyses.{name}")
     found = [
-        obj for obj in vars(module).values()
+        obj
+        for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, Analysis) and obj.__module__ == module.__name__
-    ]  # fmt: skip
+    ]
     if len(found) != 1:
         raise ConfigError(f"module modularity.analyses.{name} defines {len(found)} analyses")
     return found[0]

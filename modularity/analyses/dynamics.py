@@ -75,8 +75,11 @@ class Dynamics(Analysis):
             available = [c for c in available if c.name in self.checkpoints]
         missing = [c.name for c in listed if not c.path.exists()]
         if missing:
-            log.warning("checkpoints %s of %s are not on disk (make models writes them)",
-                        ", ".join(missing), builtin)  # fmt: skip
+            log.warning(
+                "checkpoints %s of %s are not on disk (make models writes them)",
+                ", ".join(missing),
+                builtin,
+            )
         if len(available) < 2:
             raise ConfigError(
                 f"analysis=dynamics needs at least two checkpoints of {builtin!r} on disk; "
@@ -101,19 +104,27 @@ class Dynamics(Analysis):
             sets[point.name], point_rows = self.at_checkpoint(pipe, list(cfg.tasks), cfg.seed)
             rows += [dataclasses.replace(r, partner=point.name) for r in point_rows]
             rows.append(Row("step", float(point.step), partner=point.name))
-            rows += [Row(f"held_out_{k}", float(v), partner=point.name)
-                     for k, v in point.held_out.items()]  # fmt: skip
+            rows += [
+                Row(f"held_out_{k}", float(v), partner=point.name)
+                for k, v in point.held_out.items()
+            ]
         rows += self.comparisons(sets, first, final)
         init = sets[first] if points[0].step == 0 else None
         persistence = persistence_rows(cfg, sets[final], self.twins, self.permutations, init)
         rows += persistence
         statement = verdict(persistence, cfg.model.name)
-        write_json(ctx.out / "dynamics.json", {"checkpoints": [p.name for p in points],
-                                               "verdict": statement})  # fmt: skip
+        write_json(
+            ctx.out / "dynamics.json",
+            {"checkpoints": [p.name for p in points], "verdict": statement},
+        )
         log.info("%s", statement)
         frame = pd.DataFrame([r.__dict__ for r in rows])
-        ctx.figure("dynamics", plot_dynamics(ctx.out / "dynamics.png", summarise(frame),
-                                             ctx.title("modularity over training")))  # fmt: skip
+        ctx.figure(
+            "dynamics",
+            plot_dynamics(
+                ctx.out / "dynamics.png", summarise(frame), ctx.title("modularity over training")
+            ),
+        )
         return rows
 
     @classmethod
@@ -123,20 +134,31 @@ class Dynamics(Analysis):
         table = []
         for r in summarise(rows).itertuples():
             held = rows[(rows.partner == r.checkpoint) & rows.metric.str.startswith("held_out_")]
-            metric = ", ".join(f"{m.metric.removeprefix('held_out_')} {m.value:.3f}"
-                               for m in held.itertuples())  # fmt: skip
-            table.append([
-                r.checkpoint, f"{int(r.step)}", metric,
-                f"{r.effect:+.1f} [{r.effect_low:+.1f}, {r.effect_high:+.1f}]",
-                f"{r.jaccard_final:.3f} ({r.chance_final:.3f})",
-                f"{r.jaccard_init:.3f} ({r.chance_init:.3f})",
-                f"{r.mantel_final:.2f}",
-            ])  # fmt: skip
+            metric = ", ".join(
+                f"{m.metric.removeprefix('held_out_')} {m.value:.3f}" for m in held.itertuples()
+            )
+            table.append(
+                [
+                    r.checkpoint,
+                    f"{int(r.step)}",
+                    metric,
+                    f"{r.effect:+.1f} [{r.effect_low:+.1f}, {r.effect_high:+.1f}]",
+                    f"{r.jaccard_final:.3f} ({r.chance_final:.3f})",
+                    f"{r.jaccard_init:.3f} ({r.chance_init:.3f})",
+                    f"{r.mantel_final:.2f}",
+                ]
+            )
         if not table:
             return []
-        header = ["checkpoint", "step", "held-out", "mean effect (pp)",
-                  "Jaccard with final (chance)", "with init (chance)",
-                  "Mantel r with final"]  # fmt: skip
+        header = [
+            "checkpoint",
+            "step",
+            "held-out",
+            "mean effect (pp)",
+            "Jaccard with final (chance)",
+            "with init (chance)",
+            "Mantel r with final",
+        ]
         model = rows.model.iloc[0]
         tests = list(rows[rows.variant == ""].itertuples())  # not the checkpoint comparisons
         return [
@@ -153,8 +175,11 @@ class Dynamics(Analysis):
     def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
         paths = []
         for model, group in rows.groupby("model"):
-            path = plot_dynamics(out / f"dynamics_{model}.png", summarise(group),
-                                 f"{model}: modularity over training")  # fmt: skip
+            path = plot_dynamics(
+                out / f"dynamics_{model}.png",
+                summarise(group),
+                f"{model}: modularity over training",
+            )
             paths += [path] if path else []
         return paths
 
@@ -183,10 +208,14 @@ class Dynamics(Analysis):
                 compared = index_rows(point_sets, sets[target], label)
                 rows += [dataclasses.replace(r, variant=label, partner=name) for r in compared]
                 if name != target:
-                    tested = mantel_rows({name: matrices[name], target: matrices[target]},
-                                         [(name, target)], self.permutations)  # fmt: skip
-                    rows += [dataclasses.replace(r, task="", variant=label, partner=name)
-                             for r in tested]  # fmt: skip
+                    tested = mantel_rows(
+                        {name: matrices[name], target: matrices[target]},
+                        [(name, target)],
+                        self.permutations,
+                    )
+                    rows += [
+                        dataclasses.replace(r, task="", variant=label, partner=name) for r in tested
+                    ]
             off = matrices[name][~np.eye(len(matrices[name]), dtype=bool)]
             rows.append(Row("mean_jaccard", float(off.mean()), partner=name))
         return rows
@@ -202,8 +231,13 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         effects = group[(group.metric == "effect") & (group.measure == "top1")].value.to_numpy()
         mean, low, high = mean_interval(effects)
-        record = {"checkpoint": name, "step": float(steps.iloc[0]), "effect": mean,
-                  "effect_low": low, "effect_high": high}  # fmt: skip
+        record = {
+            "checkpoint": name,
+            "step": float(steps.iloc[0]),
+            "effect": mean,
+            "effect_low": low,
+            "effect_high": high,
+        }
         for label in ("final", "init"):
             mine = group[group.variant == label]
             record[f"jaccard_{label}"] = mine[mine.metric == "index_jaccard"].value.mean()

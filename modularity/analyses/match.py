@@ -108,8 +108,11 @@ class Match(Analysis):
             index="partner", columns="task", values="value"
         )
         names = list(fractions.index)
-        table = [[n, f"{fractions[n]:.4f}", *(f"{cross.loc[n, m]:.2f}" for m in names)]
-                 for n in names if n in cross.index]  # fmt: skip
+        table = [
+            [n, f"{fractions[n]:.4f}", *(f"{cross.loc[n, m]:.2f}" for m in names)]
+            for n in names
+            if n in cross.index
+        ]
         return [
             "Matched damage: the fraction that brings each task (row) to the target share of "
             "its top-1, and the share of top-1 every task (column) keeps there:",
@@ -138,12 +141,15 @@ class Match(Analysis):
         ctx.figure(
             "cross_eval",
             plot_heatmap(
-                ctx.out / "cross_eval.png", names, cross,
-                ctx.title(f"top-1 after/before, pruned at matched fraction (target "
-                          f"{self.target_ratio})"),
+                ctx.out / "cross_eval.png",
+                names,
+                cross,
+                ctx.title(
+                    f"top-1 after/before, pruned at matched fraction (target {self.target_ratio})"
+                ),
                 "top-1 ratio",
             ),
-        )  # fmt: skip
+        )
         rows = []
         for name, m in matched.items():
             rows += [

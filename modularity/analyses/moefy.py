@@ -95,9 +95,16 @@ class Moefy(Analysis):
             return {"labels": torch.stack(labels), "inertia": torch.tensor(inertia).double()}
 
         return pipe.cached(
-            "moefy", MOEFY_VERSION, compute, method=method, layers=layers, experts=n_experts,
-            weights=weights, n_iter=self.n_iter, seed=ctx.cfg.seed,
-        )  # fmt: skip
+            "moefy",
+            MOEFY_VERSION,
+            compute,
+            method=method,
+            layers=layers,
+            experts=n_experts,
+            weights=weights,
+            n_iter=self.n_iter,
+            seed=ctx.cfg.seed,
+        )
 
     def run(self, ctx: RunContext) -> list[Row]:
         pipe = ctx.pipeline
@@ -113,17 +120,29 @@ class Moefy(Analysis):
         sizes = [np.bincount(row.numpy(), minlength=n_experts) for row in balanced["labels"]]
         ctx.table(
             "experts",
-            pd.DataFrame({"layer": layers, "inertia": balanced["inertia"].numpy(),
-                          "min_size": [s.min() for s in sizes],
-                          "max_size": [s.max() for s in sizes]}),
-        )  # fmt: skip
+            pd.DataFrame(
+                {
+                    "layer": layers,
+                    "inertia": balanced["inertia"].numpy(),
+                    "min_size": [s.min() for s in sizes],
+                    "max_size": [s.max() for s in sizes],
+                }
+            ),
+        )
         ctx.figure(
             "expert_sizes",
-            plot_size_histograms(ctx.out / "expert_sizes.png", balanced["labels"], layers,
-                                 n_experts, ctx.title(f"expert sizes (E={n_experts})")),
-        )  # fmt: skip
-        rows = [Row("inertia", float(v), variant="balanced", layer=str(layer))
-                for layer, v in zip(layers, balanced["inertia"].tolist())]  # fmt: skip
+            plot_size_histograms(
+                ctx.out / "expert_sizes.png",
+                balanced["labels"],
+                layers,
+                n_experts,
+                ctx.title(f"expert sizes (E={n_experts})"),
+            ),
+        )
+        rows = [
+            Row("inertia", float(v), variant="balanced", layer=str(layer))
+            for layer, v in zip(layers, balanced["inertia"].tolist())
+        ]
         rows.append(Row("experts", float(n_experts), n=float(adapter.n_neurons)))
         if ctx.cfg.tasks:
             rows += self.alignment(ctx, labels, layers, n_experts)
@@ -162,9 +181,12 @@ class Moefy(Analysis):
         return [save(fig, out / "alignment_by_depth.png")]
 
     def alignment(
-        self, ctx: RunContext, labels: dict[str, dict[str, torch.Tensor]], layers: list[int],
+        self,
+        ctx: RunContext,
+        labels: dict[str, dict[str, torch.Tensor]],
+        layers: list[int],
         n_experts: int,
-    ) -> list[Row]:  # fmt: skip
+    ) -> list[Row]:
         """Per layer, task and clustering: concentration of the task's neurons in experts,
         against random sets of the same size; then the mean z per depth third."""
         pipe = ctx.pipeline
@@ -174,12 +196,20 @@ class Moefy(Analysis):
             for method, clustering in labels.items():
                 for row, layer in zip(clustering["labels"], layers):
                     result = alignment_statistics(
-                        row.numpy(), mask[layer].numpy(), n_experts, top_k=self.top_k,
-                        n_null=self.n_null, seed=ctx.cfg.seed,
-                    )  # fmt: skip
+                        row.numpy(),
+                        mask[layer].numpy(),
+                        n_experts,
+                        top_k=self.top_k,
+                        n_null=self.n_null,
+                        seed=ctx.cfg.seed,
+                    )
                     for statistic, s in result.items():
-                        where = {"task": name, "variant": method, "measure": statistic,
-                                 "layer": str(layer)}  # fmt: skip
+                        where = {
+                            "task": name,
+                            "variant": method,
+                            "measure": statistic,
+                            "layer": str(layer),
+                        }
                         rows.append(Row("alignment", s.observed, p_value=s.p_value, **where))
                         rows.append(Row("alignment_null_mean", s.null_mean, **where))
                         rows.append(Row("alignment_z", s.z, **where))
@@ -187,9 +217,10 @@ class Moefy(Analysis):
         by_depth = depth_rows(frame, pipe.adapter.n_layers)
         ctx.table("alignment", pd.DataFrame([r.__dict__ for r in rows]))
         path = plot_alignment_by_depth(
-            ctx.out / "alignment_by_depth.png", pd.DataFrame([r.__dict__ for r in by_depth]),
+            ctx.out / "alignment_by_depth.png",
+            pd.DataFrame([r.__dict__ for r in by_depth]),
             ctx.title("alignment of task neurons with experts, by depth"),
-        )  # fmt: skip
+        )
         ctx.figure("alignment_by_depth", path)
         ctx.logger.lines("alignment_by_depth", pd.DataFrame([r.__dict__ for r in by_depth]))
         return rows + by_depth
@@ -207,7 +238,17 @@ def depth_rows(frame: pd.DataFrame, n_layers: int) -> list[Row]:
     for (statistic, method, depth), group in frame.groupby(["measure", "variant", "depth"]):
         per_task = group.groupby("task").value.mean().dropna().to_numpy()
         mean, low, high = mean_interval(per_task)
-        rows.append(Row("alignment_z_by_depth", mean, variant=method, measure=statistic,
-                        layer=depth, low=low, high=high, n=float(len(per_task))))  # fmt: skip
+        rows.append(
+            Row(
+                "alignment_z_by_depth",
+                mean,
+                variant=method,
+                measure=statistic,
+                layer=depth,
+                low=low,
+                high=high,
+                n=float(len(per_task)),
+            )
+        )
     order = {name: i for i, name in enumerate(groups)}
     return sorted(rows, key=lambda r: (r.measure, r.variant, order[r.layer]))

@@ -131,10 +131,14 @@ class Overlap(Analysis):
         labels = [f"{task}\n{partner}" for task, partner in table.index]
         ctx.figure(
             "trained_vs_random",
-            plot_bars(ctx.out / "trained_vs_random.png", labels, list(table["index_jaccard"]),
-                      "Jaccard (same neuron indices)",
-                      ctx.title("trained vs random twins and init")),
-        )  # fmt: skip
+            plot_bars(
+                ctx.out / "trained_vs_random.png",
+                labels,
+                list(table["index_jaccard"]),
+                "Jaccard (same neuron indices)",
+                ctx.title("trained vs random twins and init"),
+            ),
+        )
 
     def matrices(self, ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
         """Task x task matrices (CSV and heatmap per metric and layer third) and their rows."""
@@ -148,10 +152,14 @@ class Overlap(Analysis):
                 ctx.figure(
                     stem,
                     plot_heatmap(
-                        ctx.out / f"{stem}.png", names, matrix,
-                        ctx.title(f"{metric}, layers: {scope}"), label, centre_zero=metric == "z",
+                        ctx.out / f"{stem}.png",
+                        names,
+                        matrix,
+                        ctx.title(f"{metric}, layers: {scope}"),
+                        label,
+                        centre_zero=metric == "z",
                     ),
-                )  # fmt: skip
+                )
             ctx.logger.matrix(f"overlap_{metric}", *overlap_matrix(sets, metric))
         table = overlap_table(sets, groups=groups, per_layer=True)
         table.to_csv(ctx.out / "overlap_table.csv", index=False)
@@ -225,8 +233,13 @@ def plot_index_cdf(frame: pd.DataFrame, path: Path) -> Path | None:
             values = np.sort(group[group.metric == metric].value.to_numpy())
             which = "true init" if is_init else "random twins"
             label = f"{model} vs {which}" + (" (chance)" if metric.startswith("expected") else "")
-            ax.step(values, np.arange(1, len(values) + 1) / len(values), style, where="post",
-                    label=label)  # fmt: skip
+            ax.step(
+                values,
+                np.arange(1, len(values) + 1) / len(values),
+                style,
+                where="post",
+                label=label,
+            )
     ax.set_xlabel("Jaccard of a task's neuron sets (same neuron indices)")
     ax.set_ylabel("fraction of tasks")
     ax.legend(fontsize=6)

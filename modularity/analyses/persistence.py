@@ -35,9 +35,13 @@ def twin_config(model_cfg: DictConfig, offset: int) -> DictConfig:
     weights from seed ``model.seed + offset``."""
     return OmegaConf.merge(
         model_cfg,
-        {"init": "random", "name": f"{model_cfg.name}-random{offset}",
-         "seed": model_cfg.seed + offset, "checkpoint": None},
-    )  # fmt: skip
+        {
+            "init": "random",
+            "name": f"{model_cfg.name}-random{offset}",
+            "seed": model_cfg.seed + offset,
+            "checkpoint": None,
+        },
+    )
 
 
 def init_config(model_cfg: DictConfig) -> DictConfig | None:
@@ -63,8 +67,14 @@ def index_rows(trained: Sets, other: Sets, partner: str) -> list[Row]:
     for task in trained:
         null = intersection_null(trained[task], other[task])
         where = {"task": task, "partner": partner}
-        rows.append(Row("index_jaccard", jaccard(trained[task], other[task]),
-                        p_value=float(null.p_value), **where))  # fmt: skip
+        rows.append(
+            Row(
+                "index_jaccard",
+                jaccard(trained[task], other[task]),
+                p_value=float(null.p_value),
+                **where,
+            )
+        )
         rows.append(Row("expected_index_jaccard", float(null.expected_jaccard), **where))
         rows.append(Row("index_z", float(null.z), **where))
     return rows
@@ -85,8 +95,16 @@ def mantel_rows(
         except ValueError as err:  # e.g. a model whose task sets all overlap equally
             log.warning("Mantel test %s vs %s is not defined: %s", a, b, err)
             continue
-        rows.append(Row("mantel_r", test.statistic, task=a, partner=b,
-                        p_value=test.p_value, n=float(test.n_permutations)))  # fmt: skip
+        rows.append(
+            Row(
+                "mantel_r",
+                test.statistic,
+                task=a,
+                partner=b,
+                p_value=test.p_value,
+                n=float(test.n_permutations),
+            )
+        )
     return rows
 
 
@@ -127,8 +145,9 @@ def verdict(rows: list[Any], model: str) -> str:
     if control:
         parts.append(f"random init vs random init (data only): mean r {np.mean(control):.2f}")
     if init:
-        parts.append(f"trained vs its own initial weights: r {init[0].value:.2f} "
-                     f"(p {init[0].p_value:.3g})")  # fmt: skip
+        parts.append(
+            f"trained vs its own initial weights: r {init[0].value:.2f} (p {init[0].p_value:.3g})"
+        )
     else:
         parts.append("the model's true initial weights are not known here")
     if control and (init or trained):

@@ -80,8 +80,16 @@ class Prune(Analysis):
             table, flags = task_table(group[np.isclose(group.fraction, fraction)])
             if not table:
                 continue
-            header = ["task", "task top-1", "task drop (pp)", "ref. drop (pp)", "effect (pp)",
-                      "loss effect (nats)", "stability", "evaluated on"]  # fmt: skip
+            header = [
+                "task",
+                "task top-1",
+                "task drop (pp)",
+                "ref. drop (pp)",
+                "effect (pp)",
+                "loss effect (nats)",
+                "stability",
+                "evaluated on",
+            ]
             lines += [
                 f"At fraction {fraction:g}: drops in percentage points of top-1, the effect is "
                 "the task's drop minus the reference's, with 95% bootstrap intervals over "
@@ -136,7 +144,7 @@ def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> s
                 *levels,
                 *(interval(get.get(("drop", s, m))) for s in ("task", "reference")),
                 interval(get.get(("effect", "task-reference", m))),
-            ]  # fmt: skip
+            ]
         )
     header = ["metric", "task", "reference", "task drop", "ref. drop", "effect (task - ref.)"]
     stability = get.get(("stability", "", ""))
@@ -178,16 +186,18 @@ def task_table(rows: pd.DataFrame) -> tuple[list[list[str]], list[bool]]:
         )
         size = f"{int(tokens.value):,} tokens" if tokens else f"{int(units.value):,} images"
         before, after = pick[("before", "task", "top1")], pick[("after", "task", "top1")]
-        table.append([
-            task + (" (under-powered)" if weak else ""),
-            f"{before.value:.3f} → {after.value:.3f}",
-            format_interval(pick.get(("drop", "task", "top1"))),
-            format_interval(pick.get(("drop", "reference", "top1"))),
-            f"**{format_interval(effect)}**",
-            format_interval(pick.get(("effect", "task-reference", "loss")), 2),
-            f"{stable:.2f}",
-            size,
-        ])  # fmt: skip
+        table.append(
+            [
+                task + (" (under-powered)" if weak else ""),
+                f"{before.value:.3f} → {after.value:.3f}",
+                format_interval(pick.get(("drop", "task", "top1"))),
+                format_interval(pick.get(("drop", "reference", "top1"))),
+                f"**{format_interval(effect)}**",
+                format_interval(pick.get(("effect", "task-reference", "loss")), 2),
+                f"{stable:.2f}",
+                size,
+            ]
+        )
     return table, flags
 
 
@@ -200,11 +210,22 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
     for fraction, group in effects.groupby("fraction"):
         mean, low, high = mean_interval(group.value.to_numpy())
         stable = stability[np.isclose(stability.fraction, fraction)].value.mean()
-        table.append([f"{fraction:g}", f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]",
-                      f"{int((group.low > 0).sum())} of {len(group)}",
-                      f"{int((group.high < 0).sum())}", f"{stable:.2f}"])  # fmt: skip
-    header = ["fraction", "mean effect (pp), 95% t-interval over tasks",
-              "tasks hurt more than reference", "hurt less", "mean stability"]  # fmt: skip
+        table.append(
+            [
+                f"{fraction:g}",
+                f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]",
+                f"{int((group.low > 0).sum())} of {len(group)}",
+                f"{int((group.high < 0).sum())}",
+                f"{stable:.2f}",
+            ]
+        )
+    header = [
+        "fraction",
+        "mean effect (pp), 95% t-interval over tasks",
+        "tasks hurt more than reference",
+        "hurt less",
+        "mean stability",
+    ]
     title = f"Selective pruning{f' ({label})' if label else ''}: top-1 effect by fraction."
     return [title, "", format_markdown(table, header)]
 
@@ -222,10 +243,17 @@ def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
         for i, (task, rows) in enumerate(group.groupby("task")):
             for side, style in (("task", "-"), ("reference", "--")):
                 line = rows[rows.variant == side].sort_values("fraction")
-                ax.plot(line.fraction, line.value, style, color=colours[i % 10], lw=1,
-                        label=task if side == "task" else None)  # fmt: skip
-                ax.fill_between(line.fraction, line.low, line.high, color=colours[i % 10],
-                                alpha=0.12)  # fmt: skip
+                ax.plot(
+                    line.fraction,
+                    line.value,
+                    style,
+                    color=colours[i % 10],
+                    lw=1,
+                    label=task if side == "task" else None,
+                )
+                ax.fill_between(
+                    line.fraction, line.low, line.high, color=colours[i % 10], alpha=0.12
+                )
         for side, style in (("task", "-o"), ("reference", "--o")):
             mean = group[group.variant == side].groupby("fraction").value.mean()
             ax.plot(mean.index, mean.values, style, color="k", lw=2)
@@ -238,6 +266,9 @@ def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
         ax.set_xlabel("prune fraction")
         ax.legend(fontsize=6, ncol=2, loc="upper left")
     axes[0][0].set_ylabel("top-1 drop (percentage points)")
-    fig.suptitle("selective pruning: task (solid) vs reference (dashed), 95% intervals; "
-                 "black: mean over tasks", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        "selective pruning: task (solid) vs reference (dashed), 95% intervals; "
+        "black: mean over tasks",
+        fontsize=9,
+    )
     return save(fig, path)
