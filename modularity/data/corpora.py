@@ -387,44 +387,16 @@ _QUOTE_INDENT = 12  # GCIDE indents literary quotations by 12+ columns, definiti
 _CITATION = re.compile(r"\s*--[A-Z].*$", re.MULTILINE)  # "--Shak." to the end of the line
 _ACCENT = re.compile(r"\[([=~\"'`.^*,-]?)([A-Za-z]{1,2})(\^?)\]")
 _COMBINING = {
-    "'": "\u0301",
-    "`": "\u0300",
-    '"': "\u0308",
-    "~": "\u0303",
-    "^": "\u0302",
-    "=": "\u0304",
-    "-": "\u0304",
-    ".": "\u0323",
-    "*": "\u030a",
-    ",": "\u0327",
-}
+    "'": "\u0301", "`": "\u0300", '"': "\u0308", "~": "\u0303", "^": "\u0302", "=": "\u0304",
+    "-": "\u0304", ".": "\u0323", "*": "\u030a", ",": "\u0327",
+}  # fmt: skip
 _ENTITIES = {
-    "ae": "ae",
-    "AE": "Ae",
-    "oe": "oe",
-    "OE": "Oe",
-    "imac": "\u012b",
-    "aum": "\u00e4",
-    "asl": "a",
-    "add": "a",
-    "udd": "u",
-    "eth": "\u00f0",
-    "thorn": "\u00fe",
-    "yogh": "\u021d",
-    "deg": "\u00b0",
-    "root": "\u221a",
-    "sect": "\u00a7",
-    "pounds": "\u00a3",
-    "times": "\u00d7",
-    "middot": "\u00b7",
-    "nbsp": " ",
-    "flat": "\u266d",
-    "sharp": "\u266f",
-    "rarr": "\u2192",
-    "para": "\u00b6",
-    "prime": "\u2032",
-    "bprime": "\u2033",
-}
+    "ae": "ae", "AE": "Ae", "oe": "oe", "OE": "Oe", "imac": "\u012b", "aum": "\u00e4",
+    "asl": "a", "add": "a", "udd": "u", "eth": "\u00f0", "thorn": "\u00fe", "yogh": "\u021d",
+    "deg": "\u00b0", "root": "\u221a", "sect": "\u00a7", "pounds": "\u00a3", "times": "\u00d7",
+    "middot": "\u00b7", "nbsp": " ", "flat": "\u266d", "sharp": "\u266f", "rarr": "\u2192",
+    "para": "\u00b6", "prime": "\u2032", "bprime": "\u2033",
+}  # fmt: skip
 _ENTITY = re.compile(r"\[([A-Za-z]{2,7})\]")
 
 
