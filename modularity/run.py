@@ -47,9 +47,9 @@ def app(cfg: DictConfig) -> Any:
             raise
         fail(str(err))
     except ImportError as err:  # a broken install: name the package, not the import chain
-        if os.environ.get("MODULARITY_DEBUG"):
+        name = (err.name or "").split(".")[0]
+        if os.environ.get("MODULARITY_DEBUG") or not name or name == "modularity":
             raise
-        name = err.name or str(err)
         fail(f"a required package is missing or broken ({name}); reinstall it: pip install {name}")
     except KeyboardInterrupt:
         fail("interrupted; nothing cached was lost (finished statistics stay cached)", 130)
@@ -57,8 +57,17 @@ def app(cfg: DictConfig) -> Any:
 
 
 def main() -> Any:
-    """Console script ``modularity``: ``+model=x`` is read as ``model=x``."""
-    sys.argv = [sys.argv[0], *normalise_overrides(sys.argv[1:])]
+    """Console script ``modularity``: ``+model=x`` is read as ``model=x``, and a choice
+    that names no option of its group is one line, before Hydra starts."""
+    from modularity.errors import ConfigError
+    from modularity.validate import check_group_choices
+
+    arguments = normalise_overrides(sys.argv[1:])
+    try:
+        check_group_choices([a for a in arguments if not a.startswith("-")])
+    except ConfigError as err:
+        fail(str(err))
+    sys.argv = [sys.argv[0], *arguments]
     return app()
 
 

@@ -129,3 +129,34 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         given = {k: v for k, v in trainer_arguments(trainer_cfg).items() if k != "_target_"}
         raise ConfigError(f"trainer {given}: {message}") from err
+
+
+# Config groups whose options a user names on the command line.
+CHOICE_GROUPS = ("model", "task", "analysis", "scoring", "logger", "experiment")
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Every ``group=option`` (or sweep of options) names an existing option; one line
+    naming the bad one and the valid ones, instead of Hydra's page-long listing."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
+
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+        except Exception:  # noqa: BLE001 - not an override (an option's value), or Hydra
+            continue  # reports the syntax error itself, with context
+        group = override.get_key_element().lstrip("+~")
+        if group not in CHOICE_GROUPS or override.value_type is None:
+            continue
+        if override.is_sweep_override():
+            if isinstance(override.value(), Glob):  # matches options, so none is unknown
+                continue
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        valid = group_options(group)
+        for value in values:
+            if value not in valid and value != "null":
+                raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")
