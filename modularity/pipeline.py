@@ -96,8 +96,8 @@ class Pipeline:
         key, meta = self.cache_key("frequent_tokens", reference, version=EVAL_VERSION)
 
         def compute() -> dict[str, torch.Tensor]:
-            blocks = text_tokens(reference, self.loaded, "collect", self.model_cfg.max_length)
-            return {"tokens": most_frequent_tokens(blocks)}
+            sample = text_tokens(reference, self.loaded, "collect", self.model_cfg.max_length)
+            return {"tokens": most_frequent_tokens(sample.input_ids)}
 
         return self.cache.get_or_compute(key, compute, meta)[0]["tokens"]
 
