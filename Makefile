@@ -35,8 +35,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kmeans.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
+# Every recipe in modularity/zoo/conf/recipe, with its checkpoints; deterministic on a given
+# machine and library versions, so it also regenerates the checkpoints .gitignore leaves out.
 models: $(STAMP)
-	$(BIN)/python -m modularity.zoo.train --force --into modularity/assets/models
+	$(BIN)/python -m modularity.zoo --multirun 'recipe=glob(*)' into=modularity/assets/models force=true
 
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks

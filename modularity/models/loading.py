@@ -1,4 +1,5 @@
 """Load a model by hub id, local directory, project-trained builtin, or HF config dict.
+Loading never trains: a built-in model missing here is an error naming ``make models``.
 
 ``init=random`` gives the random-initialisation twin: the same architecture and tokenizer,
 fresh weights from a seed. The paper compares neuron selections of the two.
@@ -28,6 +29,7 @@ from transformers import (
 
 from modularity.errors import ConfigError, ModularityError, invalid_choice
 from modularity.models.adapter import ModelAdapter, adapter_class
+from modularity.zoo.model_dirs import builtin_model_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_CLASSES = {
@@ -91,8 +93,6 @@ def _hf_config(cfg: DictConfig) -> PretrainedConfig:
 def _source_dir(cfg: DictConfig) -> str | None:
     """Directory or hub id holding weights, tokenizer and config (None for config dicts)."""
     if cfg.builtin:
-        from modularity.zoo.train import builtin_model_dir
-
         return str(builtin_model_dir(cfg.builtin))
     if cfg.path:
         path = _checked_path(cfg.path)
@@ -165,8 +165,6 @@ def model_identity(cfg: DictConfig) -> dict[str, Any]:
     for irrelevant in ("batch_size", "max_length", "name"):
         identity.pop(irrelevant, None)
     if cfg.builtin:
-        from modularity.zoo.train import builtin_model_dir
-
         weights = builtin_model_dir(cfg.builtin) / "model.safetensors"
         identity["weights_mtime"] = weights.stat().st_mtime_ns if weights.exists() else None
     if cfg.init == "pretrained" and cfg.hf_config is None:
