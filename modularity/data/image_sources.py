@@ -7,10 +7,11 @@ without network access:
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1_797 images, 10 classes).
   It has no official train/test split, so ``origin`` is ``None``.
 * ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` (70_000 28x28 images, 10 classes,
-  5 superclasses); ``origin`` marks the official 60_000 "train" and 10_000 "test" images so
-  callers can train on one and measure on the other.
+  5 superclasses); ``origin`` marks the official 60_000 "train" and 10_000 "test" images,
+  which ``modularity.data.splits.image_split_indices`` turns into train/collect/evaluate.
 
-Images are float32 in [0, 1] with shape ``[n, channels, height, width]``.  Loaded arrays are
+Class names and superclasses are constants in ``modularity.data.image_classes``.  Images are
+float32 in [0, 1] with shape ``[n, channels, height, width]``.  Loaded arrays are
 cached per process and read-only, so callers must copy before modifying them.
 """
 
