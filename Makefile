@@ -39,8 +39,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_kmeans.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
+# Every recipe in modularity/zoo/conf/recipe, with its checkpoints; deterministic on a given
+# machine and library versions, so it also regenerates the checkpoints .gitignore leaves out.
 models: $(STAMP)
-	$(BIN)/python -m modularity.zoo -m recipe=tiny_vit_digits,tiny_vit_fashion,tiny_lm_text
+	$(BIN)/python -m modularity.zoo --multirun 'recipe=glob(*)' into=modularity/assets/models force=true
 
 # On a CUDA machine: throughput, FLOP/s against the card's peak, memory, k-means time.
 gpu-check: $(STAMP)

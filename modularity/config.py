@@ -145,34 +145,10 @@ class Config:
 
 # --------------------------------------------------------------------------- task families
 
-DIGIT_CLASSES = tuple(str(d) for d in range(10))
-CIFAR20_SUPERCLASSES = (
-    "aquatic_mammals",
-    "fish",
-    "flowers",
-    "food_containers",
-    "fruit_and_vegetables",
-    "household_electrical_devices",
-    "household_furniture",
-    "insects",
-    "large_carnivores",
-    "large_man-made_outdoor_things",
-    "large_natural_outdoor_scenes",
-    "large_omnivores_and_herbivores",
-    "medium_mammals",
-    "non-insect_invertebrates",
-    "people",
-    "reptiles",
-    "small_mammals",
-    "trees",
-    "vehicles_1",
-    "vehicles_2",
-)
-
 
 def slug(name: str) -> str:
-    """A task-name-safe form of a class name: ``"T-shirt/top"`` -> ``"t_shirt_top"``."""
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    """A task-name-safe form of a class name: ``"T-shirt/top"`` -> ``"t-shirt_top"``."""
+    return re.sub(r"[^a-z0-9_-]+", "_", name.lower()).strip("_")
 
 
 def task_families() -> dict[str, tuple[str, dict[str, list[str]]]]:
@@ -181,17 +157,19 @@ def task_families() -> dict[str, tuple[str, dict[str, list[str]]]]:
     One task per class, and one per superclass of two or more classes (a one-class
     superclass would duplicate its class's task).
     """
-    from modularity.data.image_sources import FASHION_MNIST_CLASSES, FASHION_MNIST_COARSE
+    from modularity.data.image_classes import image_classes
 
-    fashion = {slug(c): [c] for c in FASHION_MNIST_CLASSES}
-    fashion.update(
-        {name: [name] for name, members in FASHION_MNIST_COARSE.items() if len(members) > 1}
-    )
-    return {
-        "digits": ("digits", {d: [d] for d in DIGIT_CLASSES}),
-        "fashion": ("fashion", fashion),
-        "cifar20": ("cifar100", {s: [s] for s in CIFAR20_SUPERCLASSES}),
-    }
+    families = {}
+    for prefix, image_set, reference in (
+        ("digits", "digits", "digits"),
+        ("fashion", "fashion_mnist", "fashion"),
+        ("cifar20", "cifar100", "cifar100"),
+    ):
+        classes = image_classes(image_set)
+        members = {slug(c): [c] for c in classes.class_names}
+        members.update({name: [name] for name, ids in classes.superclasses.items() if len(ids) > 1})
+        families[prefix] = (reference, members)
+    return families
 
 
 def family_tasks(prefix: str) -> list[str]:

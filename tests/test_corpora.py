@@ -1,29 +1,35 @@
-"""Offline text corpora: determinism, plausible content, clear errors, stable splits."""
+"""Offline text corpora: determinism, plausible content, clear errors."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from modularity.data import corpora
+from modularity.data.cleaning.gcide import GCIDE_DOMAINS
 from modularity.data.corpora import (
+    LICENCE_SECTION_CHARS,
     CorpusUnavailable,
     Document,
     available_corpora,
     describe,
+    licence_sections,
     load_corpus,
-    split_documents,
+)
+from modularity.data.system_paths import (
+    COMMON_LICENSES,
+    GCIDE_DICT,
+    GCIDE_INDEX,
+    PYTHON_DOC_SOURCES,
 )
 from modularity.errors import ModularityError
 
-GCIDE_INSTALLED = corpora.GCIDE_DICT.is_file() and corpora.GCIDE_INDEX.is_file()
+GCIDE_INSTALLED = GCIDE_DICT.path.is_file() and GCIDE_INDEX.path.is_file()
 needs_gcide = pytest.mark.skipif(
     not GCIDE_INSTALLED, reason="Debian dict-gcide not installed (apt-get install dict-gcide)"
 )
 needs_licences = pytest.mark.skipif(
-    not corpora.COMMON_LICENSES.is_dir(), reason="/usr/share/common-licenses absent (not Debian)"
+    not COMMON_LICENSES.path.is_dir(), reason="/usr/share/common-licenses absent (not Debian)"
 )
 
 # Words a reader would expect in each domain; each must occur in the corpus.
@@ -35,16 +41,15 @@ EXPECTED_WORDS = {
     "physics": ["force", "electric"],
     "math": ["equation", "angle"],
     "law": ["court", "estate"],
-    "medicine": ["disease", "treatment"],
     "licences": ["License", "warranty"],
 }
 
 
 def _installed(name: str) -> bool:
-    if name in corpora.GCIDE_DOMAINS:
+    if name in GCIDE_DOMAINS:
         return GCIDE_INSTALLED
     if name == "licences":
-        return corpora.COMMON_LICENSES.is_dir()
+        return COMMON_LICENSES.path.is_dir()
     return True
 
 
@@ -96,37 +101,8 @@ def test_prose_has_no_doctests_or_code_blocks() -> None:
         assert not re.search(r"^\s*def \w+\(.*\):\s*$", doc.text, re.MULTILINE), doc.doc_id
 
 
-def test_rst_to_prose_strips_code_and_markup() -> None:
-    source = """\
-Title
-=====
-
-.. function:: spam(eggs)
-   :noindex:
-
-   Return the :func:`spam` of *eggs*, see ``ham``. Example::
-
-      def spam(eggs):
-          return eggs
-
-   >>> spam(1)
-   1
-
-.. code-block:: python
-
-   print("hidden")
-
-.. note:: Keep this sentence.
-"""
-    prose = corpora.rst_to_prose(source)
-    assert "Return the spam of eggs, see ham. Example:" in prose
-    assert "Keep this sentence." in prose
-    for code in ("def spam", ">>>", "hidden", ":noindex:", "spam(eggs)", "====", "::"):
-        assert code not in prose
-
-
 def test_prose_falls_back_to_pydoc_topics(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpora, "PYTHON_DOC_SOURCES", Path("/nonexistent/python-doc"))
+    monkeypatch.setenv(PYTHON_DOC_SOURCES.env_var, "/nonexistent/python-doc")
     docs = load_corpus("prose")
     assert len(docs) > 50
     assert all(d.doc_id.startswith("pydoc_data/") for d in docs)
@@ -137,7 +113,7 @@ def test_prose_falls_back_to_pydoc_topics(monkeypatch: pytest.MonkeyPatch) -> No
 @needs_gcide
 def test_gcide_domains_are_disjoint_and_clean() -> None:
     seen: dict[str, str] = {}
-    for name in corpora.GCIDE_DOMAINS:
+    for name in GCIDE_DOMAINS:
         for doc in load_corpus(name):
             assert doc.doc_id.startswith("gcide/")
             for marker in ("[1913 Webster]", "[PJC]", "{", "}", "\\"):
@@ -158,16 +134,6 @@ def test_gcide_sense_labels_choose_the_domain() -> None:
     assert "five predicable" not in biology["gcide/Genus"]
 
 
-def test_label_domain_needs_every_component_to_agree() -> None:
-    assert corpora._label_domain("Zool.") == "biology"
-    assert corpora._label_domain("Bot. & Zoöl.") == "biology"
-    assert corpora._label_domain("Eng. Law") == "law"
-    assert corpora._label_domain("Physiol. Chem.") == "chemistry"
-    assert corpora._label_domain("Chem. & Physics") is None
-    assert corpora._label_domain("Phys. Geog.") is None
-    assert corpora._label_domain("Mus.") is None
-
-
 def test_unknown_corpus_names_valid_choices() -> None:
     with pytest.raises(ValueError, match="'astrology'") as err:
         load_corpus("astrology")
@@ -178,65 +144,35 @@ def test_unknown_corpus_names_valid_choices() -> None:
 
 
 def test_missing_gcide_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpora, "GCIDE_DICT", Path("/nonexistent/gcide.dict.dz"))
-    with pytest.raises(CorpusUnavailable, match="apt-get install dict-gcide"):
+    monkeypatch.setenv(GCIDE_DICT.env_var, "/nonexistent/gcide.dict.dz")
+    with pytest.raises(CorpusUnavailable, match="apt-get install dict-gcide.*MODULARITY_GCIDE"):
         load_corpus("biology")
     assert issubclass(CorpusUnavailable, ModularityError)
 
 
 def test_missing_licences_say_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(corpora, "COMMON_LICENSES", Path("/nonexistent/common-licenses"))
+    monkeypatch.setenv(COMMON_LICENSES.env_var, "/nonexistent/common-licenses")
     with pytest.raises(CorpusUnavailable, match="apt-get install base-files"):
         load_corpus("licences")
 
 
+def test_environment_variable_points_a_loader_at_a_copy(tmp_path, monkeypatch) -> None:
+    (tmp_path / "MIT").write_text("Permission is hereby granted, free of charge")
+    monkeypatch.setenv(COMMON_LICENSES.env_var, str(tmp_path))
+    assert load_corpus("licences") == [
+        Document("MIT/000", "Permission is hereby granted, free of charge")
+    ]
+
+
+def test_licences_are_cut_into_sections_at_paragraph_breaks() -> None:
+    paragraphs = [f"Paragraph {i}." + " term" * 150 for i in range(10)]  # ~760 chars each
+    sections = licence_sections("\n\n".join(paragraphs))
+    assert [len(s) >= LICENCE_SECTION_CHARS for s in sections] == [True, True, True, False]
+    assert "\n\n".join(sections) == "\n\n".join(paragraphs)  # nothing lost, nothing cut
+
+
 @needs_licences
 def test_licences_skip_symlinked_aliases() -> None:
-    ids = {d.doc_id for d in load_corpus("licences")}
-    for path in corpora.COMMON_LICENSES.iterdir():
+    ids = {d.doc_id.split("/")[0] for d in load_corpus("licences")}
+    for path in COMMON_LICENSES.path.iterdir():
         assert (path.name in ids) == (path.is_file() and not path.is_symlink())
-
-
-def _docs(n: int) -> list[Document]:
-    return [Document(f"doc-{i}", f"text {i}") for i in range(n)]
-
-
-def test_split_documents_is_disjoint_complete_and_deterministic() -> None:
-    docs = _docs(2000)
-    splits = split_documents(docs)
-    assert list(splits) == ["train", "collect", "evaluate"]
-    ids = [d.doc_id for part in splits.values() for d in part]
-    assert sorted(ids) == sorted(d.doc_id for d in docs)
-    assert splits == split_documents(docs)
-    assert 1450 < len(splits["train"]) < 1750  # ~80%, binomial spread
-    assert splits != split_documents(docs, seed=1)
-
-
-def test_split_of_a_document_ignores_the_rest_of_the_list() -> None:
-    docs = _docs(300)
-    where = {d.doc_id: s for s, part in split_documents(docs, seed=7).items() for d in part}
-    shuffled_subset = list(reversed(docs[::3]))
-    for split, part in split_documents(shuffled_subset, seed=7).items():
-        for doc in part:
-            assert where[doc.doc_id] == split
-
-
-def test_split_documents_keeps_input_order() -> None:
-    docs = _docs(100)
-    for part in split_documents(docs, {"a": 0.5, "b": 0.5}).values():
-        assert part == sorted(part, key=docs.index)
-
-
-@pytest.mark.parametrize(
-    "fractions",
-    [{"train": 0.8, "test": 0.1}, {"train": 1.2, "test": -0.2}, {}],
-)
-def test_split_documents_rejects_bad_fractions(fractions: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match="fractions"):
-        split_documents(_docs(3), fractions)
-
-
-def test_zero_fraction_split_stays_empty() -> None:
-    splits = split_documents(_docs(500), {"train": 0.5, "none": 0.0, "test": 0.5})
-    assert splits["none"] == []
-    assert len(splits["train"]) + len(splits["test"]) == 500

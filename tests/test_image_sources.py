@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from modularity.data import image_sources
+from modularity.data.image_classes import (
+    CIFAR100_SUPERCLASSES,
+    FASHION_MNIST_SUPERCLASSES,
+    image_classes,
+)
 from modularity.data.image_sources import (
     ImageSetUnavailable,
     available_image_sets,
     load_image_set,
-    split_indices,
 )
+from modularity.data.system_paths import FASHION_MNIST_DIR
 from modularity.errors import ModularityError
 
-FASHION_INSTALLED = (image_sources.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
+FASHION_INSTALLED = (FASHION_MNIST_DIR.path / "train-images-idx3-ubyte.gz").is_file()
 needs_fashion = pytest.mark.skipif(
     not FASHION_INSTALLED,
     reason="Debian dataset-fashion-mnist not installed (apt-get install dataset-fashion-mnist)",
 )
-FRACTIONS = {"train": 0.8, "collect": 0.1, "evaluate": 0.1}
 
 
 def test_registry() -> None:
@@ -72,7 +73,7 @@ def test_fashion_mnist_shapes_origin_and_superclasses() -> None:
 
 
 def test_missing_fashion_mnist_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image_sources, "FASHION_MNIST_DIR", Path("/nonexistent/fashion-mnist"))
+    monkeypatch.setenv(FASHION_MNIST_DIR.env_var, "/nonexistent/fashion-mnist")
     with pytest.raises(ImageSetUnavailable, match="apt-get install dataset-fashion-mnist"):
         load_image_set("fashion_mnist")
     assert issubclass(ImageSetUnavailable, ModularityError)
@@ -83,44 +84,18 @@ def test_unknown_image_set_names_valid_choices() -> None:
         load_image_set("cifar100")
 
 
-def _check_split(labels: np.ndarray, splits: dict[str, np.ndarray], fractions: dict) -> None:
-    assert list(splits) == list(fractions)
-    everything = np.concatenate(list(splits.values()))
-    np.testing.assert_array_equal(np.sort(everything), np.arange(len(labels)))  # disjoint+complete
-    for name, indices in splits.items():
-        assert indices.dtype == np.int64
-        for cls in np.unique(labels):
-            expected = fractions[name] * np.sum(labels == cls)
-            assert abs(np.sum(labels[indices] == cls) - expected) < 1, (name, cls)
+def test_class_constants_match_the_loaded_labels() -> None:
+    for name in ("digits", *(["fashion_mnist"] if FASHION_INSTALLED else [])):
+        loaded, constants = load_image_set(name), image_classes(name)
+        assert loaded.class_names == constants.class_names
+        assert loaded.coarse == dict(constants.superclasses)
+    assert list(FASHION_MNIST_SUPERCLASSES) == ["tops", "bottoms", "dresses", "footwear", "bags"]
+    assert len(CIFAR100_SUPERCLASSES) == 20 and image_classes("cifar100").superclasses == {}
 
 
-def test_split_indices_on_digits_is_stratified_and_deterministic() -> None:
-    labels = load_image_set("digits").labels
-    splits = split_indices(labels, FRACTIONS, seed=0)
-    _check_split(labels, splits, FRACTIONS)
-    again = split_indices(labels, FRACTIONS, seed=0)
-    for name in FRACTIONS:
-        np.testing.assert_array_equal(splits[name], again[name])
-    other = split_indices(labels, FRACTIONS, seed=1)
-    assert not np.array_equal(splits["collect"], other["collect"])
+def test_cifar20_task_configs_name_the_cifar100_superclasses() -> None:
+    from modularity.config import group_options, load_task_config
 
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_split_indices_small_uneven_classes(seed: int) -> None:
-    labels = np.array([3] * 7 + [0] * 11 + [9] * 1 + [4] * 2)
-    fractions = {"a": 0.5, "b": 0.3, "c": 0.2}
-    splits = split_indices(labels, fractions, seed)
-    _check_split(labels, splits, fractions)
-
-
-def test_split_indices_rotates_rounding_across_classes() -> None:
-    labels = np.repeat(np.arange(10), 3)
-    splits = split_indices(labels, {"a": 0.5, "b": 0.5}, seed=0)
-    assert abs(len(splits["a"]) - len(splits["b"])) <= 1
-
-
-def test_split_indices_rejects_bad_fractions() -> None:
-    with pytest.raises(ValueError, match="sum to 1"):
-        split_indices(np.zeros(4, dtype=np.int64), {"a": 0.5, "b": 0.6}, seed=0)
-    with pytest.raises(ValueError, match="one-dimensional"):
-        split_indices(np.zeros((2, 2), dtype=np.int64), {"a": 1.0}, seed=0)
+    names = [n for n in group_options("task") if n.startswith("cifar20-")]
+    classes = {c for n in names for c in load_task_config(n).classes}
+    assert classes == set(CIFAR100_SUPERCLASSES)

@@ -46,10 +46,14 @@ def twin_config(model_cfg: DictConfig, offset: int) -> DictConfig:
 
 def init_config(model_cfg: DictConfig) -> DictConfig | None:
     """The model's true initial weights, where the project trained it and kept them."""
-    from modularity.zoo.model_dirs import INIT, has_checkpoint
+    from modularity.errors import ModularityError
+    from modularity.zoo.model_dirs import INIT, builtin_model_dir
 
-    trained = model_cfg.builtin and choice(model_cfg.init) == "pretrained"
-    if not trained or model_cfg.checkpoint or not has_checkpoint(model_cfg.builtin, INIT):
+    if not model_cfg.builtin or choice(model_cfg.init) != "pretrained" or model_cfg.checkpoint:
+        return None
+    try:
+        builtin_model_dir(model_cfg.builtin, INIT)
+    except ModularityError:  # not saved (a model trained before checkpoints existed)
         return None
     return OmegaConf.merge(
         model_cfg, {"checkpoint": INIT, "name": f"{model_cfg.name}{INIT_SUFFIX}"}

@@ -7,10 +7,11 @@ without network access:
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1_797 images, 10 classes).
   It has no official train/test split, so ``origin`` is ``None``.
 * ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` (70_000 28x28 images, 10 classes,
-  5 superclasses); ``origin`` marks the official 60_000 "train" and 10_000 "test" images so
-  callers can train on one and measure on the other.
+  5 superclasses); ``origin`` marks the official 60_000 "train" and 10_000 "test" images,
+  which ``modularity.data.splits.image_split_indices`` turns into train/collect/evaluate.
 
-Images are float32 in [0, 1] with shape ``[n, channels, height, width]``.  Loaded arrays are
+Class names and superclasses are constants in ``modularity.data.image_classes``.  Images are
+float32 in [0, 1] with shape ``[n, channels, height, width]``.  Loaded arrays are
 cached per process and read-only, so callers must copy before modifying them.
 """
 
@@ -24,30 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modularity.data.corpora import DataUnavailable, check_fractions
+from modularity.data.corpora import DataUnavailable
+from modularity.data.image_classes import IMAGE_CLASSES
+from modularity.data.system_paths import FASHION_MNIST_DIR
 from modularity.errors import invalid_choice
-
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-FASHION_MNIST_COARSE: Mapping[str, tuple[int, ...]] = {
-    "tops": (0, 2, 4, 6),
-    "bottoms": (1,),
-    "dresses": (3,),
-    "footwear": (5, 7, 9),
-    "bags": (8,),
-}
 
 
 class ImageSetUnavailable(DataUnavailable):
@@ -92,7 +73,7 @@ def _digits() -> ImageSet:
     images = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
     labels = bunch.target.astype(np.int64)
     _read_only(images, labels)
-    return ImageSet(images, labels, tuple(str(d) for d in range(10)))
+    return ImageSet(images, labels, IMAGE_CLASSES["digits"].class_names)
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -121,8 +102,8 @@ def _fashion_mnist(root: str) -> ImageSet:
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         raise ImageSetUnavailable(
-            f"image set 'fashion_mnist' needs Debian's dataset-fashion-mnist "
-            f"({', '.join(missing)} missing): apt-get install dataset-fashion-mnist"
+            f"image set 'fashion_mnist' needs {', '.join(missing)}: "
+            f"{FASHION_MNIST_DIR.install_hint()}"
         )
     images, labels, origin = [], [], []
     for split in ("train", "test"):
@@ -142,14 +123,15 @@ def _fashion_mnist(root: str) -> ImageSet:
     all_labels = np.concatenate(labels).astype(np.int64)
     all_origin = np.concatenate(origin)
     _read_only(all_images, all_labels, all_origin)
+    classes = IMAGE_CLASSES["fashion_mnist"]
     return ImageSet(
-        all_images, all_labels, FASHION_MNIST_CLASSES, dict(FASHION_MNIST_COARSE), all_origin
+        all_images, all_labels, classes.class_names, dict(classes.superclasses), all_origin
     )
 
 
 _LOADERS: Mapping[str, Callable[[], ImageSet]] = {
     "digits": _digits,
-    "fashion_mnist": lambda: _fashion_mnist(str(FASHION_MNIST_DIR)),
+    "fashion_mnist": lambda: _fashion_mnist(str(FASHION_MNIST_DIR.path)),
 }
 
 
@@ -173,37 +155,3 @@ def load_image_set(name: str) -> ImageSet:
     return ImageSet(
         cached.images, cached.labels, cached.class_names, dict(cached.coarse), cached.origin
     )
-
-
-def split_indices(
-    labels: np.ndarray, fractions: Mapping[str, float], seed: int
-) -> dict[str, np.ndarray]:
-    """Stratified, deterministic, disjoint split of ``range(len(labels))``.
-
-    Every class is shuffled with a generator seeded by ``seed`` and cut so each split holds
-    ``fraction * class size`` items rounded up or down (largest remainder), so per-class
-    counts are within one item of exact.  Rounding ties rotate across classes so no split
-    is systematically favoured.  Returns sorted int64 index arrays keyed like ``fractions``.
-    """
-    fractions = check_fractions(fractions)
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
-    names = list(fractions)
-    weights = np.array([fractions[n] for n in names], dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    chosen: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for class_index, cls in enumerate(np.unique(labels)):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        exact = weights * len(members)
-        counts = np.floor(exact).astype(np.int64)
-        remainder = exact - counts
-        rotation = (np.arange(len(names)) - class_index) % len(names)
-        order = np.lexsort((rotation, -remainder))  # largest remainder, ties rotate
-        counts[order[: len(members) - int(counts.sum())]] += 1
-        for name, part in zip(names, np.split(members, np.cumsum(counts)[:-1]), strict=True):
-            chosen[name].append(part)
-    return {
-        name: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
-        for name, parts in chosen.items()
-    }

@@ -2,7 +2,7 @@
 
 A task keeps the images whose fine class or superclass is named in ``classes``; its
 reference is the same source unfiltered, evaluated on the classes the task does not keep.
-Collection and evaluation draw from disjoint, stratified splits.
+Collection and evaluation draw from disjoint, stratified splits (``modularity.data.splits``).
 """
 
 from __future__ import annotations
@@ -13,20 +13,44 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from modularity.data.image_sources import load_image_set, split_indices
+from modularity.config import choice
+from modularity.data.hub import load_hub_dataset
+from modularity.data.image_sources import load_image_set
+from modularity.data.splits import IMAGE_SPLITS, check_split, image_halves, image_split_indices
 from modularity.errors import ConfigError, ModularityError, invalid_choice
 
-IMAGE_SPLITS = {"train": 0.6, "collect": 0.2, "evaluate": 0.2}
+# An image reference is the *other classes* of the same images, disjoint from the task by
+# class, so the reference roles read the task pools; accepting their names lets callers
+# choose splits by role for text and images alike.
+REFERENCE_POOLS = {"reference_collect": "collect", "reference_evaluate": "evaluate"}
 
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images ``[n, channels, h, w]`` float32 in [0, 1] (or PIL images from a hub dataset)."""
+    """Images ``[n, channels, h, w]`` float32 in [0, 1] (or PIL images from a hub dataset),
+    with what the statistics need per image: ``unit``, its index in the source (the
+    bootstrap's resampling unit), and ``half`` in {0, 1} (for split-half stability)."""
 
     images: Any
-    labels: np.ndarray
+    labels: np.ndarray  # [n] int64 fine class ids
     class_names: tuple[str, ...]
     coarse: dict[str, tuple[int, ...]]
+    unit: np.ndarray  # [n] int64
+    half: np.ndarray  # [n] int64
+
+    @classmethod
+    def whole(
+        cls,
+        images: Any,
+        labels: np.ndarray,
+        class_names: tuple[str, ...],
+        coarse: dict[str, tuple[int, ...]],
+        seed: int,
+    ) -> LabelledImages:
+        """Every image of a source, numbered in source order, with seeded halves."""
+        n = len(labels)
+        unit = np.arange(n, dtype=np.int64)
+        return cls(images, np.asarray(labels), class_names, coarse, unit, image_halves(n, seed))
 
     def subset(self, index: np.ndarray) -> LabelledImages:
         images = (
@@ -34,7 +58,14 @@ class LabelledImages:
             if isinstance(self.images, np.ndarray)
             else [self.images[i] for i in index]
         )
-        return LabelledImages(images, self.labels[index], self.class_names, self.coarse)
+        return LabelledImages(
+            images,
+            self.labels[index],
+            self.class_names,
+            self.coarse,
+            self.unit[index],
+            self.half[index],
+        )
 
 
 def class_ids(
@@ -58,39 +89,32 @@ def _local_split(task: DictConfig, split: str) -> LabelledImages:
     if name is None:
         raise ConfigError(f"task {task.name!r}: local image tasks need local.image_set")
     data = load_image_set(name)
-    if getattr(data, "origin", None) is not None:
-        # Sets with an official train/test split: train on train, collect/evaluate on test.
-        index = _official_split(data.origin, data.labels, split, task.seed)
-    else:
-        index = split_indices(data.labels, IMAGE_SPLITS, seed=task.seed)[split]
-    images = LabelledImages(data.images, data.labels, tuple(data.class_names), dict(data.coarse))
-    return images.subset(index)
-
-
-def _official_split(origin: np.ndarray, labels: np.ndarray, split: str, seed: int) -> np.ndarray:
-    if split == "train":
-        return np.flatnonzero(origin == "train")
-    test = np.flatnonzero(origin == "test")
-    halves = split_indices(labels[test], {"collect": 0.5, "evaluate": 0.5}, seed=seed)
-    return test[halves[split]]
+    whole = LabelledImages.whole(
+        data.images, data.labels, tuple(data.class_names), dict(data.coarse), task.seed
+    )
+    return whole.subset(image_split_indices(data.labels, data.origin, split))
 
 
 def _hub_split(task: DictConfig, split: str) -> LabelledImages:
-    import datasets
-
     hub = task.hub
     hf_split = hub.get(f"{split}_split", {"collect": "train", "evaluate": "test"}.get(split, split))
-    data = datasets.load_dataset(hub.dataset, hub.get("name"), split=hf_split)
+    data = load_hub_dataset(hub, hf_split)
     label_field, image_field = hub.get("label_field", "label"), hub.get("image_field", "img")
     names = tuple(data.features[label_field].names)
-    return LabelledImages(list(data[image_field]), np.asarray(data[label_field]), names, {})
+    return LabelledImages.whole(list(data[image_field]), data[label_field], names, {}, task.seed)
 
 
 def image_split(task: DictConfig, split: str, exclude: set[int] | None = None) -> LabelledImages:
-    """The task's images of one split, filtered to its classes and capped at its size."""
-    if task.source == "local":
+    """The task's images of one split, filtered to its classes and capped at its size.
+
+    ``split`` is one of ``IMAGE_SPLITS`` or a reference role (``reference_collect``,
+    ``reference_evaluate``), which reads the matching task pool.
+    """
+    check_split(split, [*IMAGE_SPLITS, *REFERENCE_POOLS])
+    split = REFERENCE_POOLS.get(split, split)
+    if choice(task.source) == "local":
         data = _local_split(task, split)
-    elif task.source == "hub":
+    elif choice(task.source) == "hub":
         data = _hub_split(task, split)
     else:
         raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")

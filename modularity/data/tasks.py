@@ -2,59 +2,68 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from modularity.data.images import LabelledImages, class_ids, image_split
+from modularity.data.packing import TextSample
 from modularity.data.text import text_blocks
-from modularity.errors import ConfigError
-from modularity.models.loading import LoadedModel
 
 
 class TokenBlocks(Dataset):
-    """Packed token blocks ``[n, block_size]`` as ``{"input_ids": ...}`` items."""
+    """A text sample's blocks as ``{"input_ids": [block_size], "unit": [], "half": []}``."""
 
-    def __init__(self, blocks: torch.Tensor) -> None:
-        self.blocks = blocks
+    def __init__(self, sample: TextSample) -> None:
+        self.sample = sample
 
     def __len__(self) -> int:
-        return self.blocks.shape[0]
+        return self.sample.n_blocks
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.blocks[i]}
+        s = self.sample
+        return {"input_ids": s.input_ids[i], "unit": s.unit[i], "half": s.half[i]}
 
 
 class ImageItems(Dataset):
+    """Labelled images as ``(image, label, unit, half)`` items for ``ImageCollator``."""
+
     def __init__(self, data: LabelledImages) -> None:
         self.data = data
 
     def __len__(self) -> int:
         return len(self.data.labels)
 
-    def __getitem__(self, i: int) -> tuple[object, int]:
-        return self.data.images[i], int(self.data.labels[i])
+    def __getitem__(self, i: int) -> tuple[object, int, int, int]:
+        d = self.data
+        return d.images[i], int(d.labels[i]), int(d.unit[i]), int(d.half[i])
 
 
 class ImageCollator:
     """Batch images with the model's own processor (resize, rescale, normalise), or, for
-    models without one, scale [0, 1] arrays to [-1, 1] as the project's ViTs were trained."""
+    models without one, scale [0, 1] arrays to [-1, 1] as the project's ViTs were trained.
+    Labels, units and halves come along as long tensors."""
 
     def __init__(self, processor: object | None) -> None:
         self.processor = processor
 
-    def __call__(self, items: list[tuple[object, int]]) -> dict[str, torch.Tensor]:
-        images, labels = zip(*items)
+    def __call__(self, items: list[tuple[object, int, int, int]]) -> dict[str, torch.Tensor]:
+        images, labels, units, halves = zip(*items)
         if self.processor is None:
             pixels = torch.as_tensor(np.stack(images)).float() * 2 - 1
         else:
             pixels = self.processor(
                 images=[_as_uint8_hwc(im) for im in images], return_tensors="pt"
             )["pixel_values"]
-        return {"pixel_values": pixels, "labels": torch.tensor(labels)}
+        return {
+            "pixel_values": pixels,
+            "labels": torch.tensor(labels),
+            "unit": torch.tensor(units),
+            "half": torch.tensor(halves),
+        }
 
 
 def _as_uint8_hwc(image: object) -> object:
@@ -63,61 +72,43 @@ def _as_uint8_hwc(image: object) -> object:
     return image
 
 
-# Token blocks by (task, split, block size, size, model identity); oldest dropped first.
-_TOKEN_BLOCKS: dict[str, torch.Tensor] = {}
-_MAX_TOKEN_BLOCKS = 64
+def text_sample(
+    task: DictConfig, split: str, tokenizer: Any, block_size: int, n_tokens: int
+) -> dict[str, torch.Tensor]:
+    """One pool of a text task as tensors (``input_ids``, ``unit``, ``half``, and the token
+    budget asked for as ``requested_tokens``), the form the on-disk cache keeps."""
+    sample = text_blocks(task, split, tokenizer, block_size, n_tokens)
+    return {
+        "input_ids": sample.input_ids,
+        "unit": sample.unit,
+        "half": sample.half,
+        "requested_tokens": torch.tensor(sample.requested_tokens),
+    }
 
 
-def block_size_for(task: DictConfig, loaded: LoadedModel, max_length: int | None) -> int:
-    """The task's block size, capped at the model's context length."""
-    limit = max_length or getattr(loaded.model.config, "max_position_embeddings", None)
-    return min(task.block_size, limit) if limit else task.block_size
-
-
-def text_tokens(
-    task: DictConfig, loaded: LoadedModel, split: str, max_length: int | None = None
-) -> torch.Tensor:
-    """The task's token blocks for ``split``, tokenised once per process: every job of an
-    in-process sweep evaluates the same reference and tasks again and again."""
-    size = task.collect_size if split == "collect" else task.eval_size
-    block_size = block_size_for(task, loaded, max_length)
-    key = json.dumps(
-        [OmegaConf.to_container(task, resolve=True), split, block_size, size, loaded.identity],
-        sort_keys=True,
-        default=str,
+def text_loader(blocks: dict[str, torch.Tensor], batch_size: int) -> DataLoader:
+    """Batches of token blocks with their units and halves."""
+    sample = TextSample(
+        blocks["input_ids"], blocks["unit"], blocks["half"], 0, int(blocks["requested_tokens"])
     )
-    if key not in _TOKEN_BLOCKS:
-        if len(_TOKEN_BLOCKS) >= _MAX_TOKEN_BLOCKS:
-            _TOKEN_BLOCKS.pop(next(iter(_TOKEN_BLOCKS)))
-        _TOKEN_BLOCKS[key] = text_blocks(task, split, loaded.tokenizer, block_size, size)
-    return _TOKEN_BLOCKS[key]
+    return DataLoader(TokenBlocks(sample), batch_size=batch_size)
 
 
-def task_loader(
+def image_loader(
     task: DictConfig,
-    loaded: LoadedModel,
     split: str,
+    processor: Any,
     batch_size: int,
-    *,
-    exclude_classes_of: DictConfig | None = None,
-    max_length: int | None = None,
-) -> DataLoader:
-    """A DataLoader over one split of ``task`` in the form ``loaded`` takes.
-
-    ``exclude_classes_of`` drops another image task's classes (the reference's "other
-    classes" when evaluating).
-    """
-    expected = "image" if loaded.kind == "image_classifier" else "text"
-    if task.kind != expected:
-        raise ConfigError(f"task {task.name!r} has {task.kind} inputs; this model takes {expected}")
-    if task.kind == "text":
-        dataset: Dataset = TokenBlocks(text_tokens(task, loaded, split, max_length))
-        return DataLoader(dataset, batch_size=batch_size)
+    excluding: DictConfig | None = None,
+) -> tuple[DataLoader, int]:
+    """Batches of one split of an image task (without the classes of ``excluding``: an image
+    reference is the classes its task does not keep), and the number of images (units)."""
     exclude = None
-    if exclude_classes_of is not None and exclude_classes_of.classes:
-        data = image_split(exclude_classes_of, split)
-        exclude = class_ids(exclude_classes_of, data.class_names, data.coarse)
-    dataset = ImageItems(image_split(task, split, exclude=exclude))
-    return DataLoader(
-        dataset, batch_size=batch_size, collate_fn=ImageCollator(loaded.image_processor)
+    if excluding is not None and excluding.classes:
+        data = image_split(excluding, split)
+        exclude = class_ids(excluding, data.class_names, data.coarse)
+    images = image_split(task, split, exclude=exclude)
+    loader = DataLoader(
+        ImageItems(images), batch_size=batch_size, collate_fn=ImageCollator(processor)
     )
+    return loader, int(images.unit.max()) + 1  # units index the whole image set

@@ -1,31 +1,35 @@
 """Text tasks: documents from a local corpus or an HF dataset, tokenised and packed.
 
-Documents, not tokens, are assigned to splits (by a stable hash of their id), so no text
-used to train the project's models or to collect statistics is ever evaluated on. Packing
-concatenates documents (separated by EOS) into full ``block_size`` blocks: no padding.
+Documents, not tokens, are assigned to pools (``modularity.data.splits.TEXT_SPLITS``, by a
+stable hash of their id), so no text the project's models train on is collected or evaluated
+on, and no task's documents are in any reference.  Within a pool the task's seed chooses the
+order in which documents fill the token budget, and each document's half.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
-from modularity.data.corpora import Document, load_corpus, split_documents
+from modularity.config import choice
+from modularity.data.corpora import Document, load_corpus
+from modularity.data.hub import load_hub_dataset
+from modularity.data.packing import TextSample, pack_documents
+from modularity.data.splits import TEXT_SPLITS, check_split, split_documents, stable_uniform
 from modularity.errors import ConfigError, ModularityError
 
-TEXT_SPLITS = {"train": 0.7, "collect": 0.15, "evaluate": 0.15}
-TOKENIZE_CHUNK = 64  # documents per tokenizer call
 DOC_BLOCKS = 4  # most blocks one document contributes to a task's sample
+HUB_CHUNK = 1024  # records hashed into pools at a time while streaming
+
+log = logging.getLogger(__name__)
 
 
 def _shuffled(docs: list[Document], seed: int) -> list[Document]:
     """A seeded order independent of the corpus order, so a token budget samples widely."""
-    return sorted(docs, key=lambda d: hashlib.sha256(f"{seed}:{d.doc_id}".encode()).digest())
+    return sorted(docs, key=lambda d: stable_uniform("order", seed, d.doc_id))
 
 
 def local_corpora(task: DictConfig) -> list[str]:
@@ -37,100 +41,82 @@ def local_corpora(task: DictConfig) -> list[str]:
 
 
 def corpus_documents(name: str, split: str, seed: int) -> list[Document]:
-    """One split of one corpus, in a seeded order."""
-    return _shuffled(split_documents(load_corpus(name), TEXT_SPLITS, seed=seed)[split], seed)
+    """One pool (a ``TEXT_SPLITS`` name) of one corpus, in an order seeded by ``seed``."""
+    check_split(split, TEXT_SPLITS)
+    return _shuffled(split_documents(load_corpus(name))[split], seed)
 
 
 def local_documents(task: DictConfig, split: str) -> list[Document]:
-    """One split of the task's corpus; several corpora are interleaved document by document."""
+    """One pool of the task's corpus; several corpora are interleaved document by document."""
     per_corpus = [corpus_documents(name, split, task.seed) for name in local_corpora(task)]
     return [doc for group in itertools.zip_longest(*per_corpus) for doc in group if doc is not None]
 
 
 def hub_documents(task: DictConfig, split: str) -> Iterator[Document]:
-    """Stream an HF dataset; records are split by the same hash rule as local corpora."""
-    import datasets
-
+    """Stream one pool of an HF dataset: records (numbered in stream order) are assigned to
+    pools by the same hash rule as local documents."""
+    check_split(split, TEXT_SPLITS)
     hub = task.hub
     if "dataset" not in hub:
         raise ConfigError(f"task {task.name!r}: hub text tasks need hub.dataset")
-    stream = datasets.load_dataset(
-        hub.dataset, hub.get("name"), split=hub.get("split", "train"), streaming=True
-    )
+    stream = load_hub_dataset(hub, hub.get("split", "train"), streaming=True)
     field = hub.get("field", "text")
-    wanted = dict(hub.get("filter", {}) or {})
     records = (
-        Document(doc_id=str(i), text=row[field])
-        for i, row in enumerate(stream)
-        if all(row.get(k) in (v if isinstance(v, list) else [v]) for k, v in wanted.items())
+        Document(doc_id=str(i), text=_text(row[field], task, field)) for i, row in enumerate(stream)
     )
-    while chunk := list(itertools.islice(records, 1024)):
-        yield from split_documents(chunk, TEXT_SPLITS, seed=task.seed)[split]
+    while chunk := list(itertools.islice(records, HUB_CHUNK)):
+        yield from split_documents(chunk)[split]
 
 
-def task_documents(task: DictConfig, split: str) -> Iterable[Document]:
-    if task.source == "local":
-        return local_documents(task, split)
-    if task.source == "hub":
-        return hub_documents(task, split)
+def _text(value: object, task: DictConfig, field: str) -> str:
+    """A record's text; a column of bytes or numbers is named, not tokenised."""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"task {task.name!r}: column {field!r} of {task.hub.dataset!r} holds "
+            f"{type(value).__name__}, not text; set task.hub.field to a text column"
+        )
+    return value
+
+
+def _sources(task: DictConfig, split: str) -> dict[str, Iterable[Document]]:
+    """The task's document streams by name: one per corpus of a local mixture, else one."""
+    if choice(task.source) == "local":
+        return {name: corpus_documents(name, split, task.seed) for name in local_corpora(task)}
+    if choice(task.source) == "hub":
+        return {task.hub.get("dataset", task.name): hub_documents(task, split)}
     raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")
 
 
-def pack_documents(
-    docs: Iterable[Document],
-    tokenizer: Any,
-    block_size: int,
-    n_tokens: int,
-    max_doc_tokens: int | None = None,
-) -> torch.Tensor:
-    """Tokenise documents in order and pack them into ``[n_blocks, block_size]`` token ids,
-    stopping once ``n_tokens`` tokens are gathered (fewer if the split is smaller); each
-    document contributes at most its first ``max_doc_tokens`` tokens when that is set."""
-    eos = tokenizer.eos_token_id
-    n_blocks = max(1, n_tokens // block_size)
-    buffer: list[int] = []
-    # A capped document is cut before tokenising, at 64 characters a token (far above any
-    # text's average), so a large source file costs its first tokens, not all of them.
-    chars = None if max_doc_tokens is None else 64 * max_doc_tokens
-    docs = iter(docs)
-    while len(buffer) < n_blocks * block_size:
-        chunk = [d.text[:chars] for d in itertools.islice(docs, TOKENIZE_CHUNK)]
-        if not chunk:
-            break
-        # verbose=False: documents longer than the model context are expected; packing cuts them.
-        for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
-            buffer.extend(ids[:max_doc_tokens])
-            if eos is not None:
-                buffer.append(eos)
-    usable = min(n_blocks, len(buffer) // block_size) * block_size
-    return torch.tensor(buffer[:usable], dtype=torch.long).view(-1, block_size)
-
-
 def text_blocks(
-    task: DictConfig, split: str, tokenizer: Any, block_size: int, n_tokens: int
-) -> torch.Tensor:
-    """Token blocks of one split of a text task; an empty split is an error.
+    task: DictConfig, split: str, tokenizer: object, block_size: int, n_tokens: int
+) -> TextSample:
+    """The token blocks of one pool of a text task; an empty sample is an error.
 
     A document gives at most ``DOC_BLOCKS`` blocks, so a budget of a few thousand tokens
     still samples many documents rather than one long source file; a local mixture gives
-    each of its corpora an equal share of the budget.
+    each of its corpora an equal share of the budget.  A source that runs short is reported
+    in one warning line.
     """
+    check_split(split, TEXT_SPLITS)
+    sources = _sources(task, split)
+    share = max(block_size, n_tokens // len(sources))
     cap = DOC_BLOCKS * block_size
-    names = local_corpora(task) if task.source == "local" else []
-    if len(names) > 1:
-        share = max(block_size, n_tokens // len(names))
-        blocks = torch.cat(
-            [
-                pack_documents(
-                    corpus_documents(n, split, task.seed), tokenizer, block_size, share, cap
-                )
-                for n in names
-            ]
+    parts = {
+        name: pack_documents(docs, tokenizer, block_size, share, cap, seed=task.seed)
+        for name, docs in sources.items()
+    }
+    short = [
+        f"{name} {part.n_tokens:,} of {part.requested_tokens:,}"
+        for name, part in parts.items()
+        if part.n_tokens < part.requested_tokens
+    ]
+    if short:
+        log.warning(
+            "task %r, split %r: fewer tokens than requested: %s", task.name, split, "; ".join(short)
         )
-    else:
-        blocks = pack_documents(task_documents(task, split), tokenizer, block_size, n_tokens, cap)
-    if blocks.shape[0] == 0:
+    sample = TextSample.concat(list(parts.values()))
+    if sample.n_blocks == 0:
         raise ModularityError(
             f"task {task.name!r}: the {split!r} split has fewer than {block_size} tokens"
         )
-    return blocks
+    return sample

@@ -1,4 +1,5 @@
 """Load a model by hub id, local directory, project-trained builtin, or HF config dict.
+Loading never trains: a built-in model missing here is an error naming ``make models``.
 
 ``init=random`` gives the random-initialisation twin: the same architecture and tokenizer,
 fresh weights from a seed. The paper compares neuron selections of the two.
@@ -7,6 +8,7 @@ fresh weights from a seed. The paper compares neuron selections of the two.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from transformers import (
 from modularity.errors import ConfigError, ModularityError, invalid_choice
 from modularity.hub import hub_access, is_local_path
 from modularity.models.adapter import ModelAdapter, adapter_class
+from modularity.zoo.model_dirs import builtin_model_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 AUTO_CLASSES = {
@@ -95,10 +98,13 @@ def _source_dir(cfg: DictConfig) -> str | None:
             f"{cfg.path!r} would be ignored; for a directory or hub id use model.builtin=null "
             "model.name=<a name> model.path=..."
         )
+    if cfg.checkpoint and not cfg.builtin:
+        raise ConfigError(
+            f"model.checkpoint={cfg.checkpoint!r} needs one of the project's own models "
+            "(model.builtin), which keep their training checkpoints"
+        )
     if cfg.builtin:
-        from modularity.zoo.train import builtin_model_dir
-
-        return str(builtin_model_dir(cfg.builtin))
+        return str(builtin_model_dir(cfg.builtin, cfg.checkpoint))
     if cfg.path:
         path = _checked_path(cfg.path)
         if cfg.gguf_file:
@@ -180,19 +186,32 @@ def _image_processor(source: str | None) -> Any:
         return None
 
 
-def model_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What makes two loads give the same weights: the key of every cached statistic."""
+def model_identity(cfg: DictConfig, source: str | None) -> dict[str, Any]:
+    """What makes two loads give the same weights: part of the key of every cached value.
+
+    The config (minus what does not change weights), and the weights themselves: their
+    content hash for the project's small models, the size and modification time of each
+    weight file for other local directories (hashing gigabytes on every run would cost
+    more than it saves); a hub id is identified by its revision.
+    """
     identity = OmegaConf.to_container(cfg, resolve=True)
     for irrelevant in ("batch_size", "max_length", "name"):
         identity.pop(irrelevant, None)
-    if cfg.builtin:
-        from modularity.zoo.train import builtin_model_dir
-
-        weights = builtin_model_dir(cfg.builtin) / "model.safetensors"
-        identity["weights_mtime"] = weights.stat().st_mtime_ns if weights.exists() else None
     if cfg.init == "pretrained" and cfg.hf_config is None:
         identity.pop("seed", None)
+    if source is not None and Path(source).is_dir():
+        files = sorted(
+            p for p in Path(source).iterdir() if p.suffix in (".safetensors", ".bin", ".json")
+        )
+        if cfg.builtin:
+            identity["weights"] = {p.name: _sha256(p) for p in files}
+        else:
+            identity["weights"] = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
     return identity
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:24]
 
 
 def load_model(cfg: DictConfig | dict[str, Any]) -> LoadedModel:
@@ -218,7 +237,7 @@ def _load_cached(cfg_json: str) -> LoadedModel:
     source = _source_dir(cfg)
     network = _load_network(cfg, source).eval()
     adapter = ModelAdapter.for_model(network)
-    loaded = LoadedModel(model=network, adapter=adapter, identity=model_identity(cfg))
+    loaded = LoadedModel(model=network, adapter=adapter, identity=model_identity(cfg, source))
     if adapter.kind == "causal_lm":
         loaded.tokenizer = _tokenizer(cfg, source)
     else:
