@@ -277,10 +277,9 @@ def export_run(
 ) -> ExportReport:
     """Export the pruned model of a pruning run directory (``analysis=prune``).
 
-    Reads the mask from ``scores.safetensors`` and the model and ablation mode from
-    ``.hydra/config.yaml``. A run directory does not store the reference means, so a
-    mean-ablation run needs them passed as ``means`` (``[layers, neurons]``); without them
-    it is refused.
+    Reads the mask (and, for mean ablation, the reference means) from
+    ``scores.safetensors`` and the model and ablation mode from ``.hydra/config.yaml``;
+    ``means`` (``[layers, neurons]``) replaces the stored ones.
     """
     run = Path(run_dir)
     mask = _run_tensor(run / "scores.safetensors", "mask")
@@ -288,11 +287,7 @@ def export_run(
     cfg = _run_config(config_path)
     mode = str(OmegaConf.select(cfg, "ablation.mode", default="zero"))
     if mode == "mean" and means is None:
-        raise ModularityError(
-            f"{run} used mean ablation, and a run directory does not store the reference "
-            "means; pass them (--means FILE, a safetensors file with a [layers, neurons] "
-            "tensor 'means')"
-        )
+        means = _run_tensor(run / "scores.safetensors", "means")
     loaded = load_model(_model_config(cfg, config_path))
     return export_pruned(
         loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor
@@ -343,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a pruning run directory (analysis=prune)")
     parser.add_argument("out_dir", help="a new (or empty) directory for the checkpoint")
     parser.add_argument(
-        "--means", help="mean-ablation runs: a safetensors file with a tensor 'means'"
+        "--means", help="mean ablation: a safetensors file with a tensor 'means' (default: the run's own)"
     )
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging

@@ -18,6 +18,7 @@ import pandas as pd
 
 from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Analysis, Row, RunContext
+from modularity.config import choice
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
 from modularity.figures import plot_layer_counts, plt, save
 from modularity.outputs import (
@@ -43,9 +44,10 @@ class Prune(Analysis):
         task = pipe.main_task()
         reference = pipe.reference_of(task)
         selection = pipe.select(task)
-        write_tensors(
-            ctx.out / "scores.safetensors", {"scores": selection.scores, "mask": selection.mask}
-        )
+        saved = {"scores": selection.scores, "mask": selection.mask}
+        if choice(cfg.ablation.mode) == "mean":  # what export needs to fold the means in
+            saved["means"] = pipe.statistics(reference).full.mean
+        write_tensors(ctx.out / "scores.safetensors", saved)
         before = pipe.baseline(task, reference)
         after = pipe.evaluate(task, reference, selection.mask)
         rows = [
