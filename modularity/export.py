@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a pruning run directory (analysis=prune)")
     parser.add_argument("out_dir", help="a new (or empty) directory for the checkpoint")
     parser.add_argument(
-        "--means", help="mean ablation: a safetensors file with a tensor 'means' (default: the run's own)"
+        "--means", help="mean ablation: a safetensors file with 'means' (default: the run's)"
     )
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging

@@ -18,8 +18,8 @@ import pandas as pd
 
 from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Analysis, Row, RunContext
-from modularity.config import choice
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
+from modularity.config import choice
 from modularity.figures import plot_layer_counts, plt, save
 from modularity.outputs import (
     format_interval,
