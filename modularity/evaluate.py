@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import Metric
 
 from modularity.models.loading import LoadedModel
-from modularity.trainer import make_trainer, model_inputs
+from modularity.trainer import make_trainer, model_inputs, run_loop
 
 N_FREQUENT = 50  # the skip metrics ignore the reference's 50 most frequent tokens
 LM_MEASURES = ("top1", "top10", "loss", "skip_top1", "skip_top10")
@@ -101,7 +101,7 @@ class Evaluation(L.LightningModule):
         frequent = torch.as_tensor([] if frequent_tokens is None else frequent_tokens)
         self.register_buffer("frequent", frequent.long())
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self.net(**model_inputs(batch)).logits
         if self.kind == "image_classifier":
             self._image_step(logits, batch)
@@ -164,7 +164,7 @@ def evaluate(
 ) -> UnitSums:
     """Per-unit metric sums of the model as it is now (with whatever masks are active)."""
     module = Evaluation(loaded, n_units, frequent_tokens)
-    make_trainer(trainer_cfg, description).test(module, dataloaders=loader, verbose=False)
+    run_loop(make_trainer(trainer_cfg, description), module, loader)
     return module.sums.compute()
 
 

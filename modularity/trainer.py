@@ -47,14 +47,20 @@ class StageProgressBar(TQDMProgressBar):
         super().__init__(leave=False)
         self.stage = stage
 
-    @property
-    def test_description(self) -> str:
-        return self.stage
-
-    def init_test_tqdm(self) -> Any:
-        bar = super().init_test_tqdm()
+    def init_predict_tqdm(self) -> Any:
+        bar = super().init_predict_tqdm()
         bar.set_description(self.stage)
         return bar
+
+
+def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None:
+    """Run ``module.predict_step`` over ``loader``, which accumulates into metric states.
+
+    Lightning's predict loop, not its test loop: under DDP it splits the data without
+    padding (the test loop repeats a few items so every rank gets as many), so every item
+    is counted exactly once in the sums.
+    """
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
 
 
 def trainer_arguments(trainer_cfg: Any) -> dict[str, Any]:

@@ -1,200 +1,170 @@
-"""Overlap, matched damage, multirun sweeps, the stats cache in use, and the report."""
+"""Every analysis end to end on tiny models: what it writes, what its rows say, what it
+caches, and that every cached value is keyed by everything that determines it."""
+
+from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from modularity.cache import StatsCache
 from modularity.models.loading import load_model
-from modularity.report import gather, report
 from modularity.run import run
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.collect_size=2048", "data.eval_size=1024", "data.block_size=64"]
+LLAMA = ["model=tiny_llama", *SMALL]
 
 
-class ForwardCounter:
-    """Counts forward calls of the backbone of the (process-cached) model a config loads
-    (collection runs the backbone alone, evaluation the whole model around it)."""
-
-    def __init__(self, cfg):
-        from modularity.config import prepare
-
-        prepare(cfg)
-        self.model = load_model(cfg.model).model.base_model
-        self.calls = 0
-        self.handle = self.model.register_forward_hook(self._count)
-
-    def _count(self, *_):
-        self.calls += 1
-
-    def take(self) -> int:
-        calls, self.calls = self.calls, 0
-        return calls
+def rows_of(result) -> pd.DataFrame:
+    return result.rows
 
 
-def test_cache_hit_skips_collection(make_cfg):
-    cfg = make_cfg("+model=tiny_llama", "task=code", *SMALL)
-    counter = ForwardCounter(cfg)
+def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
+    cfg = make_cfg(*LLAMA, "task=code", "selection.fraction=0.1", "analysis.resamples=200")
+    result = run(cfg)
+    out = Path(cfg.output_dir)
+    for name in ("scores.safetensors", "metrics.json", "results.csv", "layer_counts.png"):
+        assert (out / name).is_file(), name
+    tensors = load_file(out / "scores.safetensors")
+    assert tensors["scores"].shape == (2, 64) and tensors["mask"].sum(1).tolist() == [6, 6]
+    rows = rows_of(result)
+    effect = rows[(rows.metric == "effect") & (rows.measure == "top1")].iloc[0]
+    assert effect.low <= effect.value <= effect.high
+    drops = rows[(rows.metric == "drop") & (rows.measure == "top1")].set_index("variant").value
+    assert effect.value == pytest.approx(drops["task"] - drops["reference"])
+    for metric in ("stability", "collect_tokens", "evaluate_tokens", "evaluate_units"):
+        assert (rows.metric == metric).any(), metric
+    tokens = rows[rows.metric == "collect_tokens"].set_index("variant").value
+    assert 0 < tokens["task"] <= 2048
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["before"]["task"]) == {"top1", "top10", "loss", "skip_top1", "skip_top10"}
+
+
+def test_prune_on_an_image_model_uses_the_other_classes_as_reference(make_cfg):
+    cfg = make_cfg("model=tiny_vit", "task=digits-3", "selection.scope=global")
+    result = run(cfg)
+    rows = rows_of(result)
+    assert set(rows[rows.metric == "before"].measure) == {"top1", "loss"}
+    assert int(rows[rows.metric == "n_selected"].value.iloc[0]) == round(0.05 * 2 * 64)
+    pipe_reference = result.extras["selection"]
+    assert pipe_reference.mask.sum() > 0
+    units = rows[rows.metric == "evaluate_units"].set_index("variant").value
+    assert units["reference"] > 5 * units["task"]  # nine other digits
+
+
+def test_a_cache_hit_skips_collection_and_the_baseline(make_cfg):
+    cfg = make_cfg(*LLAMA, "task=code")
+    backbone = load_model(cfg.model).model.base_model
+    calls = []
+    handle = backbone.register_forward_hook(lambda *_: calls.append(1))
     try:
         run(cfg)
-        first = counter.take()
-        run(make_cfg("+model=tiny_llama", "task=code", "selection.fraction=0.2", *SMALL))
-        second = counter.take()
+        first = len(calls)
+        calls.clear()
+        run(make_cfg(*LLAMA, "task=code", "selection.fraction=0.2"))
+        second = len(calls)
     finally:
-        counter.handle.remove()
-    # 2048 tokens / 64 = 32 blocks = 4 batches of 8 per collection split; 1024 -> 2 per eval.
-    collect, evaluate = 2 * (4 + 4), 2 + 2  # two passes on task and reference; task + reference
-    assert first == collect + 2 * evaluate  # collection, baseline, pruned
-    assert second == evaluate  # only the pruned evaluation: stats and baseline are cached
+        handle.remove()
+    # 2048 tokens / 64 = 32 blocks = 4 batches of 8; 1024 -> 2 batches. A later fraction only
+    # evaluates the pruned model on task and reference.
+    assert second == 2 + 2
+    assert first > second
 
 
-def test_overlap_analysis_writes_matrices_and_twin(make_cfg):
+@pytest.mark.parametrize(
+    "change",
+    [
+        "trainer.precision=bf16-true",
+        "model.dtype=bfloat16",
+        "model.seed=7",
+        "data.collect_size=1024",
+        "data.block_size=32",
+        "data.exclude_from_reference=domain",
+        "task.seed=3",
+    ],
+)
+def test_every_determinant_of_a_cached_value_is_in_its_key(make_cfg, change):
+    base = make_cfg(*LLAMA, "task=code")
+    run(base)
+    root = Path(base.cache.dir)
+    before = set(root.iterdir())
+    run(make_cfg(*LLAMA, "task=code", change))
+    created = set(root.iterdir()) - before
+    kinds = {json.loads((p / "meta.json").read_text())["meta"]["kind"] for p in created}
+    assert "stats" in kinds or "tokens" in kinds, kinds
+
+
+def test_overlap_writes_matrices_twins_and_a_verdict(make_cfg):
     cfg = make_cfg(
-        "+model=tiny_llama",
+        *LLAMA,
         "analysis=overlap",
         "tasks=[code,prose,biology]",
-        "compare_random=true",
-        *SMALL,
+        "analysis.compare_random=true",
+        "analysis.twins=2",
     )
     result = run(cfg)
     out = Path(cfg.output_dir)
     jaccard = pd.read_csv(out / "overlap_jaccard_all.csv", index_col=0)
     assert list(jaccard.index) == ["code", "prose", "biology"]
-    assert (jaccard.values.diagonal() == 1).all()
-    assert (jaccard.values == jaccard.values.T).all()
-    twin = pd.read_csv(out / "trained_vs_random.csv")
-    assert list(twin.task) == ["code", "prose", "biology"]
-    assert {"z", "p_value", "expected_jaccard"} <= set(twin.columns)
-    assert result["set_share"]["mean"] == pytest.approx(0.05, abs=0.01)
-    for name in (
-        "overlap_z_all.png",
-        "set_sizes.png",
-        "trained_vs_random.png",
-        "overlap_table.csv",
-    ):
+    assert (jaccard.values.diagonal() == 1).all() and (jaccard.values == jaccard.values.T).all()
+    rows = rows_of(result)
+    partners = set(rows[rows.metric == "index_jaccard"].partner)
+    assert partners == {"tiny_llama-random1", "tiny_llama-random2"}
+    mantel = rows[rows.metric == "mantel_r"]
+    assert {("tiny_llama", "tiny_llama-random1"), ("tiny_llama-random1", "tiny_llama-random2")} <= set(
+        zip(mantel.task, mantel.partner)
+    )
+    assert "verdict" in json.loads((out / "overlap.json").read_text())
+    for name in ("overlap_z_all.png", "set_sizes.png", "trained_vs_random.png"):
         assert (out / name).is_file(), name
 
 
-def test_overlap_needs_two_tasks(make_cfg):
+def test_overlap_needs_two_distinct_tasks(make_cfg):
     from modularity.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="at least two tasks"):
-        run(make_cfg("+model=tiny_llama", "analysis=overlap", "tasks=[code]"))
+    with pytest.raises(ConfigError, match="at least 2 tasks"):
+        run(make_cfg(*LLAMA, "analysis=overlap", "tasks=[code]"))
+    with pytest.raises(ConfigError, match="more than once"):
+        run(make_cfg(*LLAMA, "analysis=overlap", "tasks=[code,code]"))
 
 
-def test_matched_damage_converges(make_cfg):
+def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg):
+    cfg = make_cfg(*LLAMA, "analysis=moefy", "tasks=[code,prose]", "analysis.n_null=50")
+    result = run(cfg)
+    labels = load_file(Path(cfg.output_dir) / "expert_labels.safetensors")
+    assert labels["balanced"].shape == (2, 64)
+    assert torch.bincount(labels["balanced"][0]).tolist() == [32, 32]  # 64 neurons / 32
+    rows = rows_of(result)
+    assert set(rows[rows.metric == "alignment_z"].variant) == {"balanced", "plain", "random"}
+    assert (rows.metric == "alignment_z_by_depth").any()
+
+
+def test_moefy_defaults_to_the_gate_of_gated_mlps():
+    from modularity.analyses.moefy import Moefy
+
+    assert Moefy().which_weights(gated=True) == "gate"
+    assert Moefy().which_weights(gated=False) == "up"
+
+
+def test_matched_damage_reaches_its_target_or_says_so(make_cfg):
     cfg = make_cfg(
-        "+model=tiny_vit",
+        "model=tiny_vit",
         "analysis=match",
         "tasks=[digits-4,digits-7]",
-        "match.target_ratio=0.5",
-        "match.tolerance=0.1",
-        "match.max_fraction=1.0",
-        "model.hf_config.num_labels=10",
+        "analysis.target_ratio=0.5",
+        "analysis.tolerance=0.1",
+        "analysis.max_fraction=1.0",
         "model.seed=3",
     )
-    result = run(cfg)
-    for matched in result["matched"].values():
-        if matched["converged"]:
-            assert abs(matched["ratio"] - 0.5) <= 0.1
-        else:  # a random model may not reach the target: then it must say so at max_fraction
-            assert matched["fraction"] == 1.0 or matched["steps"] == cfg.match.max_steps
+    rows = rows_of(run(cfg))
+    for task in ("digits-4", "digits-7"):
+        get = rows[rows.task == task].set_index("metric").value
+        if get["converged"]:
+            assert abs(get["matched_ratio"] - 0.5) <= 0.1
+        else:
+            assert get["matched_fraction"] == 1.0 or rows[rows.task == task].n.max() == 12
     assert (Path(cfg.output_dir) / "cross_eval.csv").is_file()
-
-
-def sweep(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MODULARITY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "modularity.run",
-            "-m",
-            "+model=tiny_llama",
-            "task=code,prose",
-            "selection.fraction=0.05,0.1",
-            "trainer.progress_bar=false",
-            *SMALL,
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-
-
-@pytest.mark.parametrize("launcher", ["basic", "local"])
-def test_multirun_sweep_and_report(tmp_path, launcher):
-    proc = sweep(tmp_path, f"hydra/launcher={launcher}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    assert len(runs) == 4
-    frame = report(tmp_path / "sweep")
-    drops = frame[frame.metric == "task/drop/top1"]
-    assert sorted(drops.task.unique()) == ["code", "prose"]
-    assert sorted(drops.fraction.unique()) == [0.05, 0.1]
-    assert (tmp_path / "sweep" / "drop_vs_fraction.png").is_file()
-    assert (tmp_path / "sweep" / "report.parquet").is_file()
-
-
-def test_restarted_sweep_reuses_finished_work(tmp_path):
-    """A sweep killed half-way (here: only its first task ran) and restarted completes the
-    rest, and every statistic computed before the kill is reused, not recomputed."""
-    first = sweep(tmp_path, "task=code")
-    assert first.returncode == 0, first.stderr[-2000:]
-    entries = set((tmp_path / "cache").iterdir())
-    second = sweep(tmp_path)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 4
-    after = set((tmp_path / "cache").iterdir())
-    assert entries < after
-    created = {p.name: json.loads((p / "meta.json").read_text())["created"] for p in entries}
-    assert all(
-        json.loads((tmp_path / "cache" / name / "meta.json").read_text())["created"] == stamp
-        for name, stamp in created.items()
-    )
-
-
-def test_report_on_synthetic_multirun(tmp_path):
-    for i, (task, fraction, drop) in enumerate(
-        [("a", 0.01, 0.1), ("a", 0.1, 0.5), ("b", 0.01, 0.05)]
-    ):
-        run_dir = tmp_path / str(i)
-        run_dir.mkdir()
-        metrics = {
-            "model": "m",
-            "task": task,
-            "fraction": fraction,
-            "selectivity": 3.0,
-            "before": {"task": {"top1": 0.9}, "reference": {"top1": 0.8}},
-            "after": {"task": {"top1": 0.9 * (1 - drop)}, "reference": {"top1": 0.8}},
-            "drop": {"task": {"top1": drop}, "reference": {"top1": 0.0}},
-        }
-        (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    frame = gather(tmp_path)
-    row = frame[(frame.task == "a") & (frame.fraction == 0.1) & (frame.metric == "task/drop/top1")]
-    assert row.value.tolist() == [0.5]
-    report(tmp_path)
-    assert (tmp_path / "drop_vs_fraction.png").is_file()
-
-
-def test_wandb_offline_run_writes_its_files(make_cfg, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = make_cfg(
-        "+model=tiny_llama", "analysis=overlap", "tasks=[code,prose]", "logger=wandb", *SMALL
-    )
-    run(cfg)
-    offline = list((Path(cfg.output_dir) / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1
-    assert list(offline[0].glob("*.wandb")), "no W&B event file written"
-    media = list(offline[0].rglob("*.png")) + list(offline[0].rglob("*.table.json"))
-    assert media, "heatmaps and tables should be logged"

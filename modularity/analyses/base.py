@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -247,22 +249,35 @@ def writable_directory(path: Path) -> Path:
 
 def execute(cfg: DictConfig) -> RunResult:
     """Check ``cfg``, run its analysis in a fresh context, save the rows; the logger is
-    always closed, since a multirun reuses processes and W&B would reuse a live run."""
-    import lightning as L
+    always closed, since a multirun reuses processes and W&B would reuse a live run.
 
-    from modularity.loggers import RunLogger
+    Under DDP every rank runs the analysis (each loop's sums are combined across ranks),
+    and only rank zero writes, logs and prints: the others write into a throwaway directory.
+    """
     from modularity.validate import check_config
 
     check_config(cfg)
     analysis = load_analysis(cfg.analysis)
     analysis.check(cfg)
-    out = writable_directory(Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg))
+    import lightning as L
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from modularity.loggers import RunLogger
+
+    main_rank = rank_zero_only.rank == 0
+    if main_rank:
+        out = writable_directory(Path(cfg.output_dir or default_output_dir(cfg)))
+    else:
+        out = Path(tempfile.mkdtemp(prefix=f"modularity-rank{rank_zero_only.rank}-"))
+        log.setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    logger = RunLogger(cfg.logger, cfg, out)
+    logger = RunLogger(cfg.logger if main_rank else None, cfg, out)
     ctx = RunContext(cfg, out, logger)
     try:
         rows = analysis.run(ctx)
         frame = ctx.save(rows)
     finally:
         logger.finish()
+        if not main_rank:
+            shutil.rmtree(out, ignore_errors=True)
     return RunResult(frame, out, cfg, ctx.extras)
