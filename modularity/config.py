@@ -95,6 +95,10 @@ class DataConfig:
     block_size: int | None = None
     source: Source | None = None  # local | hub: where every task reads its data
     exclude_from_reference: ReferenceExclusion = ReferenceExclusion["documents"]
+    # A directory holding local copies of hub datasets as <mirror>/<org>/<name> (e.g. made
+    # with `hf download <id> --repo-type dataset --local-dir <mirror>/<id>`): a task's hub
+    # dataset is read from there when its copy exists (clusters without network, tests).
+    hub_mirror: str | None = None
 
 
 @dataclass
@@ -259,7 +263,18 @@ def _group_node(group: str, name: str) -> DictConfig:
 
 def load_task_config(name: str, data: Any = None) -> DictConfig:
     """Task config ``name`` with the run's ``data`` settings applied."""
-    return OmegaConf.merge(_group_node("task", name), data_overrides(data))
+    return with_data_settings(_group_node("task", name), data)
+
+
+def with_data_settings(task: DictConfig, data: Any) -> DictConfig:
+    """``task`` with the run's ``data`` sizes and source, its hub dataset read from the
+    ``data.hub_mirror`` copy when there is one."""
+    task = OmegaConf.merge(task, data_overrides(data))
+    mirror = data.get("hub_mirror") if data is not None else None
+    dataset = task.hub.get("dataset")
+    if mirror and dataset and (Path(mirror).expanduser() / dataset).is_dir():
+        task.hub.dataset = str(Path(mirror).expanduser() / dataset)
+    return task
 
 
 def load_model_config(name: str, overrides: dict[str, Any] | None = None) -> DictConfig:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.cache import StatsCache
 from modularity.collect import collect_statistics
-from modularity.config import choice, load_task_config
+from modularity.config import choice, load_task_config, with_data_settings
 from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
@@ -127,8 +127,7 @@ class Pipeline:
 
     def main_task(self) -> DataSpec:
         """The run's ``task`` node (with any command-line edits) as a task."""
-        config = OmegaConf.merge(self.cfg.task, _data_settings(self.cfg))
-        return DataSpec(config, "task")
+        return DataSpec(with_data_settings(self.cfg.task, self.cfg.data), "task")
 
     def reference_of(self, task: DataSpec) -> DataSpec:
         """The task's reference: for images the classes the task does not keep; for text
@@ -323,12 +322,6 @@ class Pipeline:
             tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check_unit_sums)
             out[side] = UnitSums.from_tensors(tensors)
         return out
-
-
-def _data_settings(cfg: DictConfig) -> dict[str, Any]:
-    from modularity.config import data_overrides
-
-    return data_overrides(cfg.data)
 
 
 def without_domain(reference: DictConfig, task: DictConfig) -> DictConfig:
