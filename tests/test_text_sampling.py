@@ -23,6 +23,7 @@ from modularity.data.text import (
     local_documents,
     text_blocks,
 )
+from modularity.errors import ModularityError
 from modularity.zoo.model_dirs import PACKAGED_MODELS
 
 TOKENIZER = AutoTokenizer.from_pretrained(PACKAGED_MODELS / "tiny_lm_text")
@@ -130,6 +131,12 @@ def test_shortfall_is_one_warning_line_per_sample(caplog):
     caplog.clear()
     text_blocks(math, "collect", TOKENIZER, BLOCK, 8 * BLOCK)
     assert not caplog.records
+
+
+def test_a_mixture_of_no_corpora_has_no_tokens():
+    task = OmegaConf.merge(load_task_config("pile"), {"local": {"corpus": []}})
+    with pytest.raises(ModularityError, match="fewer than 32 tokens"):
+        text_blocks(task, "collect", TOKENIZER, BLOCK, 8 * BLOCK)
 
 
 def test_unknown_pool_names_the_valid_ones():

@@ -99,6 +99,11 @@ def text_blocks(
     """
     check_split(split, TEXT_SPLITS)
     sources = _sources(task, split)
+    empty = ModularityError(
+        f"task {task.name!r}: the {split!r} split has fewer than {block_size} tokens"
+    )
+    if not sources:  # a mixture of no corpora
+        raise empty
     share = max(block_size, n_tokens // len(sources))
     cap = DOC_BLOCKS * block_size
     parts = {
@@ -116,7 +121,5 @@ def text_blocks(
         )
     sample = TextSample.concat(list(parts.values()))
     if sample.n_blocks == 0:
-        raise ModularityError(
-            f"task {task.name!r}: the {split!r} split has fewer than {block_size} tokens"
-        )
+        raise empty
     return sample
