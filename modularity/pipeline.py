@@ -21,7 +21,7 @@ from modularity.errors import ConfigError
 from modularity.evaluate import evaluate, most_frequent_tokens
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
-from modularity.neurons.stats import NeuronStats
+from modularity.neurons.stats import COLLECTED_STATS_FORMAT, CollectedStats, NeuronStats
 
 STATS_VERSION = 2  # bump when the statistics code changes what it computes
 EVAL_VERSION = 3
@@ -79,15 +79,17 @@ class Pipeline:
         return self.cache.key(**parts), parts
 
     def statistics(self, task: DictConfig) -> NeuronStats:
-        """Neuron statistics on the task's collection split (cached)."""
-        key, meta = self.cache_key("stats", task, version=STATS_VERSION)
+        """Neuron statistics on the task's collection split (cached); the whole data's for now."""
+        key, meta = self.cache_key(
+            "stats", task, version=STATS_VERSION, format=COLLECTED_STATS_FORMAT
+        )
 
         def compute() -> dict[str, torch.Tensor]:
             stats = collect_statistics(self.loaded, self._loader(task, "collect"), self.cfg.trainer)
             return stats.to_tensors()
 
         tensors, _ = self.cache.get_or_compute(key, compute, meta)
-        return NeuronStats.from_tensors(tensors)
+        return CollectedStats.from_tensors(tensors).full
 
     def frequent_tokens(self, reference: DictConfig) -> torch.Tensor | None:
         """The reference collection data's most frequent tokens (for the skip metrics)."""

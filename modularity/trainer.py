@@ -32,8 +32,12 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message)
 
 
-def make_trainer(trainer_cfg: Any) -> L.Trainer:
-    """A Trainer for inference loops: no logger, checkpoints or model summary."""
+def make_trainer(trainer_cfg: Any, *, distributed_sampler: bool = True) -> L.Trainer:
+    """A Trainer for inference loops: no logger, checkpoints or model summary.
+
+    ``distributed_sampler=False`` leaves the loaders' samplers alone, for loops that shard
+    items themselves (Lightning's sampler repeats items to even the shards out).
+    """
     quiet_lightning()
     return L.Trainer(
         accelerator=trainer_cfg.accelerator,
@@ -44,6 +48,7 @@ def make_trainer(trainer_cfg: Any) -> L.Trainer:
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=trainer_cfg.progress_bar,
+        use_distributed_sampler=distributed_sampler,
     )
 
 
