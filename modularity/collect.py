@@ -1,49 +1,167 @@
-"""Statistics collection: a Lightning loop that streams per-neuron sums over a task's data."""
+"""Statistics collection: Lightning loops that stream per-neuron sums over a task's data.
+
+One forward pass per item in the normal case. A pilot over a few items spread through the
+data (about a sixteenth of them, extra forward passes) places each neuron's histogram bins;
+the main pass then streams every item once, and the MAD comes with a rigorous error bound
+(``modularity.neurons.mad_bound``). Only if that bound exceeds the tolerance for some
+neuron does a second pass compute the MAD exactly around the final means.
+
+Every loop shards items over devices itself (Lightning's own sampler would repeat items to
+even the shards), and the sums are combined across devices by ``torchmetrics``, so several
+devices give the statistics of one within float64 rounding; the pilot's bins come from
+summed, hence identical, sums on every device. Each device needs at least one item per loop.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from modularity.models.loading import LoadedModel
 from modularity.neurons.masks import neuron_hooks
-from modularity.neurons.stats import NeuronStats, NeuronStatsAccumulator, stats_from_sums
-from modularity.trainer import make_trainer, model_inputs
+from modularity.neurons.stats import CollectedStats
+from modularity.neurons.streaming import (
+    BatchItems,
+    ExactMadSums,
+    ItemSums,
+    OnePassSums,
+    PilotSums,
+)
+from modularity.neurons.summary import (
+    exact_means,
+    one_pass_statistics,
+    pilot_bins,
+    with_exact_mad,
+)
+from modularity.trainer import make_trainer, model_inputs, run_loop
+
+PILOT_SHARE = 16  # the pilot takes one item in this many...
+PILOT_ITEMS = (8, 64)  # ...but at least and at most this many
+GOLDEN_RATIO = (5**0.5 - 1) / 2
 
 
 class StatsCollection(L.LightningModule):
-    """One pass of statistics collection: moments, or |x - center| sums when centred."""
+    """One loop of statistics collection: stream ``sums`` over the model's neuron sites."""
 
-    def __init__(self, loaded: LoadedModel, center: torch.Tensor | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, sums: ItemSums) -> None:
         super().__init__()
         self.net = loaded.model
         self.adapter = loaded.adapter
-        self.accumulator = NeuronStatsAccumulator(
-            self.adapter.n_layers, self.adapter.n_neurons, center=center
-        )
+        self.sums = sums
+        self.result: dict[str, torch.Tensor] = {}
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        mask = batch.get("attention_mask")
-        keep = None if mask is None else mask.bool()
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        items = BatchItems.of(batch)
 
         def record(layer: int, x: torch.Tensor) -> None:
-            self.accumulator.update(layer, x, keep)
+            if layer == 0:  # count once per batch; an image's tokens are its patches
+                self.sums.add_items(items, x.numel() // (len(items.half) * x.shape[-1]))
+            self.sums.update(layer, x, items)
 
         with neuron_hooks(self.adapter, record):
             # The backbone only: the head (an LM's vocabulary projection, up to half the
             # cost of a small LM's forward) has no MLP neurons to record.
             self.net.base_model(**model_inputs(batch))
 
+    def on_predict_epoch_end(self) -> None:
+        self.result = self.sums.compute()
 
-def collect_statistics(loaded: LoadedModel, loader: DataLoader, trainer_cfg: Any) -> NeuronStats:
-    """Two passes over ``loader``: moments first, then the exact MAD around their mean."""
-    first = StatsCollection(loaded)
-    make_trainer(trainer_cfg).test(first, dataloaders=loader, verbose=False)
-    moments = first.accumulator.compute()
-    mean = moments["sum"] / moments["count"].clamp_min(1)
-    second = StatsCollection(loaded, center=mean)
-    make_trainer(trainer_cfg).test(second, dataloaders=loader, verbose=False)
-    return stats_from_sums(moments, second.accumulator.compute())
+
+class ItemShard(Sampler[int]):
+    """The given items, split over the devices of a distributed run without repeats."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = list(indices)
+
+    def _mine(self) -> list[int]:
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return self.indices
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return self.indices[rank::world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def pilot_items(n_items: int) -> list[int]:
+    """About a sixteenth of the items (within ``PILOT_ITEMS``), spread over the data.
+
+    Item ``k`` of the pilot sits at the fractional part of ``k`` times the golden ratio: evenly
+    spread, yet never in step with a period of the data (a mixture interleaving its domains).
+    """
+    count = min(n_items, max(PILOT_ITEMS[0], min(PILOT_ITEMS[1], n_items // PILOT_SHARE)))
+    chosen: set[int] = set()
+    k = 0
+    while len(chosen) < count:
+        k += 1
+        chosen.add(int((k * GOLDEN_RATIO) % 1 * n_items))
+    return sorted(chosen)
+
+
+def _loader_over(loader: DataLoader, indices: Sequence[int]) -> DataLoader:
+    """``loader`` restricted to ``indices``, sharded over devices."""
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=ItemShard(indices),
+        collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+    )
+
+
+def _stream(
+    loaded: LoadedModel,
+    loader: DataLoader,
+    indices: Sequence[int],
+    trainer_cfg: Any,
+    sums: ItemSums,
+    stage: str,
+) -> dict[str, torch.Tensor]:
+    module = StatsCollection(loaded, sums)
+    trainer = make_trainer(trainer_cfg, stage, use_distributed_sampler=False)
+    run_loop(trainer, module, _loader_over(loader, indices))
+    return module.result
+
+
+def collect_statistics(
+    loaded: LoadedModel,
+    loader: DataLoader,
+    trainer_cfg: Any,
+    *,
+    mad_tolerance: float = 1e-4,
+    stage: str = "collect",
+) -> CollectedStats:
+    """Neuron statistics of every item of ``loader`` (a map-style dataset), per half and whole.
+
+    The MAD comes from one pass with an error bound (``method="one-pass"``) when its relative
+    bound is within ``mad_tolerance`` for every neuron with a non-negligible MAD, and exactly
+    from a second pass otherwise (``"two-pass"``); ``mad_tolerance=0`` skips the pilot and
+    the histogram and always makes the exact second pass.
+    """
+    n_layers, n_neurons = loaded.adapter.n_layers, loaded.adapter.n_neurons
+    everything = range(len(loader.dataset))
+    if len(everything) == 0:
+        raise ValueError("no items to collect statistics on")
+    bins = None
+    if mad_tolerance > 0:
+        pilot = PilotSums(n_layers, n_neurons)
+        pilot_sums = _stream(
+            loaded, loader, pilot_items(len(everything)), trainer_cfg, pilot, f"{stage} (pilot)"
+        )
+        bins = pilot_bins(pilot_sums)
+    one_pass = OnePassSums(n_layers, n_neurons, bins)
+    sums = _stream(loaded, loader, everything, trainer_cfg, one_pass, stage)
+    stats = one_pass_statistics(sums, bins)
+    if stats.max_relative_mad_error <= mad_tolerance:
+        return stats
+    exact = ExactMadSums(*exact_means(stats))
+    sums = _stream(loaded, loader, everything, trainer_cfg, exact, f"{stage} (exact MAD)")
+    return with_exact_mad(stats, sums)

@@ -37,7 +37,7 @@ from modularity.neurons.stats import CollectedStats, NeuronStats
 log = logging.getLogger(__name__)
 
 # Bump a version when the code that computes that kind of value changes what it computes.
-VERSIONS = {"stats": 3, "frequent_tokens": 1, "baseline": 4, "tokens": 1}
+VERSIONS = {"stats": 4, "frequent_tokens": 1, "baseline": 4, "tokens": 1}
 
 
 @dataclass(frozen=True)
@@ -226,10 +226,12 @@ class Pipeline:
             ).to_tensors()
 
         def check(tensors: dict[str, torch.Tensor]) -> None:
-            CollectedStats.from_tensors(tensors, shape)
+            stats = CollectedStats.from_tensors(tensors)
+            if stats.full.shape != shape:
+                raise ValueError(f"statistics of shape {stats.full.shape}, model has {shape}")
 
         tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check)
-        return CollectedStats.from_tensors(tensors, shape)
+        return CollectedStats.from_tensors(tensors)
 
     def scores(self, task: NeuronStats, reference: NeuronStats) -> torch.Tensor:
         scoring = self.cfg.scoring

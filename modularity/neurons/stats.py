@@ -1,18 +1,9 @@
-"""Streaming per-neuron activation statistics, accumulated in float64.
+"""Per-neuron activation statistics: the results of a collection and their on-disk form.
 
-Memory is O(layers x neurons) whatever the number of tokens: each batch is reduced to sums
-before the next arrives. The mean absolute deviation around the mean is exact: it needs the
-mean first, so collection makes two passes over the same data; the second pass accumulates
-``sum |x - mean|`` and ``sum (x - mean)^2`` around the first pass's mean
-(``NeuronStatsAccumulator(center=...)``), which also makes the variance free of the
-cancellation that ``E[x^2] - E[x]^2`` suffers when a neuron's mean dwarfs its spread.
-
-Each batch is reduced in its own precision (bf16/fp16 are promoted to float32; float64 stays
-float64) and the batch sums are added to float64 accumulators: converting every activation
-to float64 first would cost more than the forward pass itself on a CPU.
-
-The accumulator is a ``torchmetrics.Metric`` with sum reductions, so statistics gathered on
-several devices by Lightning are combined correctly.
+``NeuronStats`` holds the statistics of one set of tokens; ``CollectedStats`` those of a
+whole collection and of its two halves (for split-half stability), with how the mean
+absolute deviation was obtained and how large its error can be. How the sums are streamed
+is in ``modularity.neurons.streaming``; the one-pass MAD bound in ``modularity.neurons.mad_bound``.
 """
 
 from __future__ import annotations
@@ -20,86 +11,125 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import torch
-from torchmetrics import Metric
 
-MOMENT_SUMS = ("count", "sum", "sum_sq", "sum_abs", "count_pos")
-CENTERED_SUMS = ("count", "sum_abs_dev", "sum_sq_dev")
+METHODS = ("one-pass", "two-pass")
+TARGETS = ("full", "half0", "half1")
+# Bump when the names or meaning of the tensors written by ``CollectedStats.to_tensors`` change.
+COLLECTED_STATS_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class NeuronStats:
-    """Per-layer, per-neuron statistics over a dataset; every field ``[layers, neurons]``."""
+    """Statistics of one set of tokens; every field ``[layers, neurons]`` float64.
+
+    ``std`` is the population standard deviation (ddof 0), ``freq`` the fraction of
+    activations > 0, ``mad`` the mean |x - mean| and ``mad_error`` an absolute bound on the
+    error of ``mad`` (0 where it was computed exactly; left out, it is 0). Statistics of an
+    empty set (``count`` 0) are NaN.
+    """
 
     count: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
     abs_mean: torch.Tensor
     rms: torch.Tensor
-    freq: torch.Tensor  # fraction of activations > 0
-    mad: torch.Tensor  # mean |x - mean|
+    freq: torch.Tensor
+    mad: torch.Tensor
+    mad_error: torch.Tensor | None = None
 
-    def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name).contiguous() for f in fields(self)}
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> NeuronStats:
-        return cls(**{f.name: tensors[f.name] for f in fields(cls)})
+    def __post_init__(self) -> None:
+        if self.mad_error is None:
+            object.__setattr__(self, "mad_error", torch.zeros_like(self.mad))
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.mean.shape)
 
+    def to_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {prefix + f.name: getattr(self, f.name).contiguous() for f in fields(self)}
 
-class NeuronStatsAccumulator(Metric):
-    """Sums of activations per layer and neuron; ``center`` switches to the MAD pass.
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str = "") -> NeuronStats:
+        return cls(**{f.name: tensors[prefix + f.name] for f in fields(cls)})
 
-    ``update(layer, x, keep)``: ``x`` is ``[..., neurons]``, ``keep`` a boolean mask of the
-    leading dimensions (False for padding), or None to keep every position.
+
+@dataclass(frozen=True)
+class CollectedStats:
+    """Statistics of a whole collection and of its halves (the full ones sum the halves).
+
+    ``method`` says how the MAD was obtained: ``one-pass`` (histogram bound, see
+    ``mad_bound``) or ``two-pass`` (exact). ``max_relative_mad_error`` is the largest
+    ``mad_error / mad`` over the neurons whose MAD is not negligible (0 for two-pass);
+    ``n_items`` and ``n_tokens`` are counted per half.
     """
 
-    full_state_update = False
+    full: NeuronStats
+    halves: tuple[NeuronStats, NeuronStats]
+    method: str
+    max_relative_mad_error: float
+    n_items: tuple[int, int]
+    n_tokens: tuple[int, int]
 
-    def __init__(self, n_layers: int, n_neurons: int, center: torch.Tensor | None = None) -> None:
-        super().__init__()
-        shape = (n_layers, n_neurons)
-        names = CENTERED_SUMS if center is not None else MOMENT_SUMS
-        for name in names:
-            self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.center = None if center is None else center.to(torch.float64)
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat tensors for the cache: ``full/mad``, ``half1/count``, ``meta/method``, ..."""
+        out: dict[str, torch.Tensor] = {}
+        for name, stats in zip(TARGETS, (self.full, *self.halves)):
+            out.update(stats.to_tensors(f"{name}/"))
+        out["meta/method"] = torch.tensor(METHODS.index(self.method))
+        out["meta/max_relative_mad_error"] = torch.tensor(self.max_relative_mad_error)
+        out["meta/n_items"] = torch.tensor(self.n_items, dtype=torch.int64)
+        out["meta/n_tokens"] = torch.tensor(self.n_tokens, dtype=torch.int64)
+        return out
 
-    def update(self, layer: int, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
-        x = x.reshape(-1, x.shape[-1])
-        if keep is not None:
-            x = x[keep.reshape(-1).to(x.device)]
-        if x.dtype not in (torch.float32, torch.float64):
-            x = x.float()
-        self.count[layer] += x.shape[0]
-        if self.center is not None:
-            dev = x - self.center[layer].to(x.device, x.dtype)
-            self.sum_sq_dev[layer] += (dev * dev).sum(0)
-            self.sum_abs_dev[layer] += dev.abs_().sum(0)
-            return
-        self.sum[layer] += x.sum(0)
-        self.sum_sq[layer] += (x * x).sum(0)
-        self.sum_abs[layer] += x.abs().sum(0)
-        # A float sum of the comparison: torch's integer sum over dim 0 is ~5x slower.
-        self.count_pos[layer] += (x > 0).to(x.dtype).sum(0)
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).clone() for name in self._defaults}
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> CollectedStats:
+        """Rebuild from ``to_tensors`` output; a ``ValueError`` names what is missing or wrong."""
+        _check_tensors(tensors)
+        full, half0, half1 = (NeuronStats.from_tensors(tensors, f"{t}/") for t in TARGETS)
+        return cls(
+            full=full,
+            halves=(half0, half1),
+            method=METHODS[int(tensors["meta/method"])],
+            max_relative_mad_error=float(tensors["meta/max_relative_mad_error"]),
+            n_items=tuple(int(v) for v in tensors["meta/n_items"]),
+            n_tokens=tuple(int(v) for v in tensors["meta/n_tokens"]),
+        )
 
 
-def stats_from_sums(
-    moments: dict[str, torch.Tensor], centered: dict[str, torch.Tensor]
-) -> NeuronStats:
-    """Turn the two passes' sums into statistics (population std, ddof=0)."""
-    n = moments["count"].clamp_min(1)
-    return NeuronStats(
-        count=moments["count"],
-        mean=moments["sum"] / n,
-        std=(centered["sum_sq_dev"] / n).sqrt(),
-        abs_mean=moments["sum_abs"] / n,
-        rms=(moments["sum_sq"] / n).sqrt(),
-        freq=moments["count_pos"] / n,
-        mad=centered["sum_abs_dev"] / n,
+def _expected_shapes(shape: torch.Size) -> dict[str, tuple[int, ...]]:
+    stat_names = [f.name for f in fields(NeuronStats)]
+    expected = {f"{t}/{name}": tuple(shape) for t in TARGETS for name in stat_names}
+    expected.update(
+        {
+            "meta/method": (),
+            "meta/max_relative_mad_error": (),
+            "meta/n_items": (2,),
+            "meta/n_tokens": (2,),
+        }
     )
+    return expected
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor]) -> None:
+    """Every expected name present, with the shape of ``full/count``, finite where it must be."""
+    if "full/count" not in tensors:
+        raise ValueError("neuron statistics lack 'full/count'")
+    expected = _expected_shapes(tensors["full/count"].shape)
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise ValueError(f"neuron statistics lack {', '.join(map(repr, missing))}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            got = tuple(tensors[name].shape)
+            raise ValueError(f"neuron statistics {name!r} have shape {got}, expected {shape}")
+    if int(tensors["meta/method"]) not in range(len(METHODS)):
+        raise ValueError(f"neuron statistics 'meta/method' is {int(tensors['meta/method'])}")
+    for name in ("meta/max_relative_mad_error", *(f"{t}/count" for t in TARGETS)):
+        if not torch.isfinite(tensors[name]).all():
+            raise ValueError(f"neuron statistics {name!r} are not finite")
+    for target in TARGETS:
+        # Statistics of an empty half are NaN by definition; nowhere else.
+        counted = tensors[f"{target}/count"] > 0
+        for name in (f"{target}/{f.name}" for f in fields(NeuronStats)):
+            if not torch.isfinite(tensors[name][counted]).all():
+                raise ValueError(f"neuron statistics {name!r} hold NaN or infinity")
