@@ -75,11 +75,15 @@ class PerUnitSums(Metric):
         values = torch.stack([num, den], dim=1).to(torch.float64)
         self.sums[:, index].index_add_(0, unit.to(self.sums.device), values)
 
-    def compute(self) -> UnitSums:
-        sums = self.sums.cpu()
+    def compute(self) -> torch.Tensor:
+        return self.sums.cpu().clone()
+
+    def unit_sums(self) -> UnitSums:
+        """The sums (combined across devices) per measure."""
+        sums = self.compute()
         return UnitSums(
-            {m: sums[:, i, 0].clone() for i, m in enumerate(self.measures)},
-            {m: sums[:, i, 1].clone() for i, m in enumerate(self.measures)},
+            {m: sums[:, i, 0] for i, m in enumerate(self.measures)},
+            {m: sums[:, i, 1] for i, m in enumerate(self.measures)},
         )
 
 
@@ -165,7 +169,7 @@ def evaluate(
     """Per-unit metric sums of the model as it is now (with whatever masks are active)."""
     module = Evaluation(loaded, n_units, frequent_tokens)
     run_loop(make_trainer(trainer_cfg, description), module, loader)
-    return module.sums.compute()
+    return module.sums.unit_sums()
 
 
 def most_frequent_tokens(blocks: torch.Tensor, k: int = N_FREQUENT) -> torch.Tensor:

@@ -36,6 +36,7 @@ def quiet_lightning() -> None:
         ".*does not have many workers.*",
         ".*GPU available but not used.*",
         ".*LeafSpec.*is deprecated.*",
+        ".*predict returned None.*",  # the loops accumulate into metric states instead
     ):
         warnings.filterwarnings("ignore", message)
 
@@ -47,10 +48,13 @@ class StageProgressBar(TQDMProgressBar):
         super().__init__(leave=False)
         self.stage = stage
 
-    def init_predict_tqdm(self) -> Any:
-        bar = super().init_predict_tqdm()
-        bar.set_description(self.stage)
-        return bar
+    @property
+    def predict_description(self) -> str:
+        return self.stage
+
+    def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        super().on_predict_batch_start(*args, **kwargs)
+        self.predict_progress_bar.set_description(self.stage, refresh=False)
 
 
 def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None:

@@ -41,7 +41,7 @@ def effect_rows(
     """Levels, drops (absolute and relative, in %) per side, and the effect, per measure."""
     rows: list[Row] = []
     options = {"n_resamples": resamples, "seed": seed}
-    for measure in before["task"].num:
+    for measure in after["task"].num:  # computed now, so in the loop's order
         kind = "loss" if measure == "loss" else "accuracy"
         sums = {side: (_sums(before[side], measure), _sums(after[side], measure)) for side in SIDES}
         relative = {}
