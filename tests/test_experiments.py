@@ -8,8 +8,9 @@ import math
 import pytest
 from omegaconf import OmegaConf
 
-from modularity.config import compose_config, group_options, load_task_config, prepare
-from modularity.default import PLAN, Experiment, run_plan, sweep_jobs
+from modularity.config import compose_config, group_options, load_task_config
+from modularity.default import PLANS, Experiment, run_plan, sweep_jobs
+from modularity.validate import check_config
 
 EXPERIMENTS = group_options("experiment")
 
@@ -19,7 +20,7 @@ def test_experiment_composes_and_validates(name):
     cfg = compose_config([f"experiment={name}"], hydra=True)
     params = cfg.hydra.sweeper.params
     assert cfg.model.name and cfg.tasks, name
-    prepare(cfg)  # every check that needs no model
+    check_config(cfg)  # every check that needs no model
     for task in cfg.tasks:
         assert load_task_config(task, cfg.data).name == task
     jobs = sweep_jobs(name)
@@ -28,14 +29,13 @@ def test_experiment_composes_and_validates(name):
     assert len({tuple(j) for j in jobs}) == expected
 
 
-def test_plan_names_existing_experiments():
-    assert {e.name for e in PLAN} <= set(EXPERIMENTS)
+def test_plans_name_existing_experiments():
+    assert {e.name for plan in PLANS.values() for e in plan} <= set(EXPERIMENTS)
 
 
 def test_paper_experiment_reads_the_hub():
     cfg = compose_config(["experiment=mistral_domains"])
-    prepare(cfg)
-    assert cfg.task.source == "hub" and cfg.trainer.precision == "bf16-true"
+    assert cfg.data.source.name == "hub" and cfg.trainer.precision == "bf16-true"
 
 
 def test_embedded_plan_end_to_end(tmp_path):
@@ -43,24 +43,24 @@ def test_embedded_plan_end_to_end(tmp_path):
         "model=tiny_vit",
         "tasks=[digits-0,digits-1]",
         "hydra.sweeper.params={task:'digits-0,digits-1'}",
-        "moefy.experts=4",
-        "moefy.n_null=50",
+        "analysis.n_null=50",
+        "analysis.resamples=100",
         f"cache.dir={tmp_path / 'cache'}",
-        "trainer.progress_bar=false",
+        "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu",
     ]
     plan = [Experiment("embedded_digits")]
     failures = run_plan(plan, tmp_path / "out", overrides)
     assert failures == {}
     root = tmp_path / "out" / "embedded_digits"
-    assert len(list((root / "prune").glob("*/metrics.json"))) == 2 * 4  # tasks x fractions
+    assert len(list((root / "prune").glob("*/results.csv"))) == 2 * 4  # tasks x fractions
     assert (root / "overlap" / "trained_vs_random.csv").is_file()
     assert (root / "moefy" / "alignment.csv").is_file()
     saved = OmegaConf.load(root / "overlap" / ".hydra" / "config.yaml")
-    assert saved.model.name == "tiny_vit" and saved.analysis._target_.endswith("overlap.run")
+    assert saved.model.name == "tiny_vit" and saved.analysis._target_.endswith("Overlap")
 
     # Again, after "killing" one job (no saved config): only that job runs.
-    results = sorted(root.rglob("metrics.json"))
+    results = sorted(root.rglob("results.csv"))
     stamps = {p: p.stat().st_mtime_ns for p in results}
     (results[0].parent / ".hydra" / "config.yaml").unlink()
     assert run_plan(plan, tmp_path / "out", overrides) == {}
@@ -74,14 +74,14 @@ def test_failed_steps_are_reported_and_the_rest_runs(tmp_path):
         Experiment("embedded_digits", ("overlap",)),  # fails: one task cannot overlap
         Experiment("embedded_digits", ("moefy",)),
     ]
-    overrides = ["model=tiny_vit", "tasks=[digits-0]", "moefy.n_null=20"]
+    overrides = ["model=tiny_vit", "tasks=[digits-0]", "analysis.n_null=20"]
     failures = run_plan(
-        plan, tmp_path, [*overrides, "trainer.progress_bar=false", f"cache.dir={tmp_path}/c"]
+        plan, tmp_path, [*overrides, "trainer.enable_progress_bar=false", f"cache.dir={tmp_path}/c"]
     )
     root = tmp_path / "embedded_digits"
     assert set(failures) == {str(root), str(root / "overlap")}
     assert "no_such_package_here" in failures[str(root)]
-    assert "at least two tasks" in failures[str(root / "overlap")]
+    assert "at least 2 tasks" in failures[str(root / "overlap")]
     assert (root / "moefy" / "alignment.csv").is_file()
 
 
