@@ -5,6 +5,7 @@ never trains."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -160,6 +161,25 @@ def test_every_recorded_checkpoint_loads(name, no_user_models):
         assert loaded.adapter.n_layers == 4, checkpoint.name
         metric = "loss" if name == "tiny_lm_text" else "accuracy"
         assert metric in checkpoint.held_out
+
+
+def test_unshipped_checkpoint_is_a_one_line_error_naming_make_models(
+    no_user_models, tmp_path, monkeypatch
+):
+    """What a fresh clone holds of the LM: the final model and its initial weights only."""
+    shipped = tmp_path / "shipped" / "tiny_lm_text"
+    shutil.copytree(PACKAGED_MODELS / "tiny_lm_text", shipped)
+    for checkpoint in (shipped / "checkpoints").iterdir():
+        if checkpoint.name != "step-000000":
+            shutil.rmtree(checkpoint)
+    monkeypatch.setattr(model_dirs, "PACKAGED_MODELS", shipped.parent)
+    middle = list_checkpoints("tiny_lm_text")[4]
+    with pytest.raises(ModularityError, match="make models") as err:
+        builtin_model_dir("tiny_lm_text", checkpoint=middle.name)
+    assert "\n" not in str(err.value)
+    assert (
+        builtin_model_dir("tiny_lm_text", checkpoint="init") == shipped / "checkpoints/step-000000"
+    )
 
 
 def _versions_differ(name: str) -> str | None:
