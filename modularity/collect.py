@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -37,14 +36,14 @@ from modularity.neurons.summary import (
     pilot_bins,
     with_exact_mad,
 )
-from modularity.trainer import make_trainer, model_inputs, run_loop
+from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 
 PILOT_SHARE = 16  # the pilot takes one item in this many...
 PILOT_ITEMS = (8, 64)  # ...but at least and at most this many
 GOLDEN_RATIO = (5**0.5 - 1) / 2
 
 
-class StatsCollection(L.LightningModule):
+class StatsCollection(SumsLoop):
     """One loop of statistics collection: stream ``sums`` over the model's neuron sites."""
 
     def __init__(self, loaded: LoadedModel, sums: ItemSums) -> None:

@@ -82,7 +82,7 @@ class TaskConfig:
     block_size: int = 128  # text: tokens per packed block
     collect_size: int = 65536  # tokens (text) or images used to collect statistics
     eval_size: int = 32768  # tokens (text) or images held out for evaluation
-    seed: int = 0  # seed of the split assignment
+    seed: int = 0  # orders the sample and assigns its halves (pools are fixed by SPLIT_SEED)
 
 
 @dataclass

@@ -22,8 +22,8 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -56,7 +56,8 @@ class Experiment:
     name: str
     steps: tuple[str, ...] = ("prune", "overlap", "moefy")
     requires: str | None = None  # an optional package the model ships in
-    overrides: tuple[str, ...] = ()  # applied to every job of this experiment
+    # Overrides of one step's jobs (e.g. its analysis's parameters), by step name.
+    step_overrides: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 PLANS = {
@@ -109,19 +110,20 @@ def experiment_jobs(
     experiment: Experiment, root: Path, overrides: Sequence[str]
 ) -> list[tuple[list[str], Path]]:
     """Every job of ``experiment`` with its output directory."""
-    base = [f"experiment={experiment.name}", *experiment.overrides, *overrides]
+    base = [f"experiment={experiment.name}", *overrides]
     jobs: list[tuple[list[str], Path]] = []
     for step in experiment.steps:
+        own = list(experiment.step_overrides.get(step, ()))
         if step == "prune":
             for n, job in enumerate(sweep_jobs(experiment.name, overrides)):
-                jobs.append(([*base, *job], _job_dir(root / "prune", n, job)))
+                jobs.append(([*base, *job, *own], _job_dir(root / "prune", n, job)))
         elif step == "prune_domain":
             tasks = compose_config([f"experiment={experiment.name}", *overrides]).tasks
             for task in tasks:
-                job = [f"task={task}", "data.exclude_from_reference=domain"]
+                job = [f"task={task}", "data.exclude_from_reference=domain", *own]
                 jobs.append(([*base, *job], root / "prune_domain" / task))
         else:
-            jobs.append(([*base, *STEPS[step]], root / step))
+            jobs.append(([*base, *STEPS[step], *own], root / step))
     return jobs
 
 

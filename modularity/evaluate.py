@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchmetrics import Metric
 
 from modularity.models.loading import LoadedModel
-from modularity.trainer import make_trainer, model_inputs, run_loop
+from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 
 N_FREQUENT = 50  # the skip metrics ignore the reference's 50 most frequent tokens
 LM_MEASURES = ("top1", "top10", "loss", "skip_top1", "skip_top10")
@@ -87,7 +86,7 @@ class PerUnitSums(Metric):
         )
 
 
-class Evaluation(L.LightningModule):
+class Evaluation(SumsLoop):
     """Accuracy and loss of a causal LM (next token) or an image classifier (label).
 
     Causal LMs: ``top1``, ``top10``, ``loss`` (cross-entropy, nats) and ``skip_top1`` /

@@ -287,7 +287,13 @@ def export_run(
     cfg = _run_config(config_path)
     mode = str(OmegaConf.select(cfg, "ablation.mode", default="zero"))
     if mode == "mean" and means is None:
-        means = _run_tensor(run / "scores.safetensors", "means")
+        stored = load_file(run / "scores.safetensors")
+        if "means" not in stored:
+            raise ModularityError(
+                f"{run} used mean ablation but stores no reference means (a run made before "
+                "they were saved); pass them: --means FILE (a safetensors file with 'means')"
+            )
+        means = stored["means"]
     loaded = load_model(_model_config(cfg, config_path))
     return export_pruned(
         loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor

@@ -67,8 +67,7 @@ def plot_heatmap(
         cmap, limits = "viridis", {"vmin": min(0.0, float(finite.min(initial=0))), "vmax": bound}
     size = max(4.0, 0.5 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    colour_map = plt.get_cmap(cmap).copy()
-    colour_map.set_bad("0.92")
+    colour_map = plt.get_cmap(cmap).with_extremes(bad="0.92")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=colour_map, **limits)
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)

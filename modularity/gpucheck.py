@@ -146,8 +146,8 @@ def measure_model(
 ) -> list[str]:
     """Time a statistics pass and an evaluation forward of about ``tokens_per_pass`` tokens
     on the model's device; report them and, on a GPU, the peak memory."""
-    from modularity.neurons.masks import neuron_hooks
-    from modularity.neurons.stats import NeuronStatsAccumulator
+    from modularity.collect import collect_statistics
+    from modularity.data.tasks import text_loader
 
     model, adapter = loaded.model, loaded.adapter
     weights = next(model.parameters())
@@ -164,11 +164,31 @@ def measure_model(
         for _ in range(n_batches)
     ]
     tokens = n_batches * cfg.batch_size * SEQUENCE_LENGTH
-    accumulator = NeuronStatsAccumulator(adapter.n_layers, adapter.n_neurons).to(device)
+    blocks = torch.cat(batches).cpu()
+    n_blocks = blocks.shape[0]
+    loader = text_loader(
+        {
+            "input_ids": blocks,
+            "unit": torch.arange(n_blocks),
+            "half": torch.arange(n_blocks) % 2,
+            "requested_tokens": torch.tensor(tokens),
+        },
+        cfg.batch_size,
+    )
+    trainer = {
+        "accelerator": "gpu" if device.type == "cuda" else "cpu",
+        "devices": 1,
+        "precision": "bf16-true" if dtype == "bfloat16" else "32-true",
+        "enable_progress_bar": False,
+    }
 
-    def statistics_pass(ids: torch.Tensor) -> None:
-        with neuron_hooks(adapter, lambda layer, x: accumulator.update(layer, x)):
-            model.base_model(input_ids=ids)
+    def collection_seconds() -> float:
+        """The whole statistics collection (pilot and pass) through Lightning, once."""
+        drain(device)
+        start = time.perf_counter()
+        collect_statistics(loaded, loader, trainer, stage="gpu check")
+        drain(device)
+        return time.perf_counter() - start
 
     def evaluation_forward(ids: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=ids).logits
@@ -180,8 +200,8 @@ def measure_model(
         torch.cuda.reset_peak_memory_stats(device)
     with torch.inference_mode():
         passes = [
-            PassTiming("statistics pass", tokens, timed(statistics_pass, batches), backbone),
             PassTiming("evaluation forward", tokens, timed(evaluation_forward, batches), whole),
+            PassTiming("statistics collection", tokens, collection_seconds(), backbone),
         ]
     lines = [
         f"{cfg.name}: {dtype}, {adapter.n_layers} layers x {adapter.n_neurons} neurons, "

@@ -203,13 +203,17 @@ class Pipeline:
         )
 
     def sample_sizes(self, spec: DataSpec, split: str) -> dict[str, int]:
-        """How much data a split actually used: items, units and (text) tokens."""
-        loader, units = self.loader(spec, split)
-        dataset = loader.dataset
-        sizes = {"items": len(dataset), "units": units}
+        """How much data a split actually used: items (blocks or images), units (documents or
+        images) and, for text, tokens."""
         if spec.is_text:
-            sizes["tokens"] = int(self.text_blocks(spec, split)["input_ids"].numel())
-        return sizes
+            blocks = self.text_blocks(spec, split)
+            return {
+                "items": int(blocks["input_ids"].shape[0]),
+                "units": int(blocks["unit"].unique().numel()),
+                "tokens": int(blocks["input_ids"].numel()),
+            }
+        loader, _ = self.loader(spec, split)
+        return {"items": len(loader.dataset), "units": len(loader.dataset)}
 
     # ----------------------------------------------------------------------- statistics
 

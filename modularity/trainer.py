@@ -17,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
+from torchmetrics import Metric
 
 # Always off for inference loops: they log through modularity's own logger, save nothing,
 # and would print a model summary for every loop of a sweep.
@@ -55,6 +56,21 @@ class StageProgressBar(TQDMProgressBar):
     def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
         super().on_predict_batch_start(*args, **kwargs)
         self.predict_progress_bar.set_description(self.stage, refresh=False)
+
+
+class SumsLoop(L.LightningModule):
+    """Base of the collection and evaluation loops, which accumulate into torchmetrics
+    states: those stay float64 whatever the precision plugin does to the module
+    (``bf16-true`` converts every floating tensor of the module, states included)."""
+
+    def on_predict_start(self) -> None:
+        for module in self.modules():
+            if not isinstance(module, Metric):
+                continue
+            for name in module._defaults:  # the states, not the metric's other buffers
+                state = getattr(module, name)
+                if isinstance(state, torch.Tensor) and state.is_floating_point():
+                    setattr(module, name, state.to(torch.float64))
 
 
 def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None:

@@ -23,7 +23,7 @@ def make_cfg(tmp_path) -> Callable[..., DictConfig]:
         cfg = compose_config(
             [
                 f"cache.dir={tmp_path / 'cache'}",
-                "trainer.progress_bar=false",
+                "trainer.enable_progress_bar=false",
                 "trainer.accelerator=cpu",
                 *overrides,
             ]

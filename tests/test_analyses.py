@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modularity.cache import StatsCache
 from modularity.models.loading import load_model
 from modularity.run import run
 
@@ -115,9 +114,10 @@ def test_overlap_writes_matrices_twins_and_a_verdict(make_cfg):
     partners = set(rows[rows.metric == "index_jaccard"].partner)
     assert partners == {"tiny_llama-random1", "tiny_llama-random2"}
     mantel = rows[rows.metric == "mantel_r"]
-    assert {("tiny_llama", "tiny_llama-random1"), ("tiny_llama-random1", "tiny_llama-random2")} <= set(
-        zip(mantel.task, mantel.partner)
-    )
+    assert {
+        ("tiny_llama", "tiny_llama-random1"),
+        ("tiny_llama-random1", "tiny_llama-random2"),
+    } <= set(zip(mantel.task, mantel.partner))
     assert "verdict" in json.loads((out / "overlap.json").read_text())
     for name in ("overlap_z_all.png", "set_sizes.png", "trained_vs_random.png"):
         assert (out / name).is_file(), name

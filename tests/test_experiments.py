@@ -43,13 +43,12 @@ def test_embedded_plan_end_to_end(tmp_path):
         "model=tiny_vit",
         "tasks=[digits-0,digits-1]",
         "hydra.sweeper.params={task:'digits-0,digits-1'}",
-        "analysis.n_null=50",
-        "analysis.resamples=100",
         f"cache.dir={tmp_path / 'cache'}",
         "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu",
     ]
-    plan = [Experiment("embedded_digits")]
+    quick = {"moefy": ["analysis.n_null=50"], "prune": ["analysis.resamples=100"]}
+    plan = [Experiment("embedded_digits", step_overrides=quick)]
     failures = run_plan(plan, tmp_path / "out", overrides)
     assert failures == {}
     root = tmp_path / "out" / "embedded_digits"
@@ -72,9 +71,9 @@ def test_failed_steps_are_reported_and_the_rest_runs(tmp_path):
     plan = [
         Experiment("embedded_digits", ("overlap",), requires="no_such_package_here"),
         Experiment("embedded_digits", ("overlap",)),  # fails: one task cannot overlap
-        Experiment("embedded_digits", ("moefy",)),
+        Experiment("embedded_digits", ("moefy",), step_overrides={"moefy": ["analysis.n_null=20"]}),
     ]
-    overrides = ["model=tiny_vit", "tasks=[digits-0]", "analysis.n_null=20"]
+    overrides = ["model=tiny_vit", "tasks=[digits-0]"]
     failures = run_plan(
         plan, tmp_path, [*overrides, "trainer.enable_progress_bar=false", f"cache.dir={tmp_path}/c"]
     )

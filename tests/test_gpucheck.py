@@ -82,5 +82,5 @@ def test_measured_passes_run_on_a_tiny_model():
     lines = gpucheck.measure_model(cfg, load_model(cfg), None, tokens_per_pass=512)
     assert lines[0].startswith("tiny_llama: float32, 2 layers x 64 neurons")
     assert "512 random tokens a pass, in batches of 1 x 512" in lines[0]
-    assert "statistics pass" in lines[1] and "peak unknown" in lines[1]
-    assert "evaluation forward" in lines[2]
+    assert "evaluation forward" in lines[1] and "peak unknown" in lines[1]
+    assert "statistics collection" in lines[2]
