@@ -9,6 +9,7 @@ traceback); Ctrl-C exits with 130 and says that nothing cached was lost.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -25,6 +26,16 @@ def run(cfg: DictConfig) -> Any:
     from modularity.analyses.base import execute
 
     return execute(cfg)
+
+
+INTERRUPTED = "interrupted; nothing cached was lost (finished statistics stay cached)"
+_interrupted: list[bool] = []
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """Remember the interrupt (Lightning turns it into ``sys.exit(1)`` inside its loops)."""
+    _interrupted.append(True)
+    raise KeyboardInterrupt
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -52,7 +63,11 @@ def app(cfg: DictConfig) -> Any:
             raise
         fail(f"a required package is missing or broken ({name}); reinstall it: pip install {name}")
     except KeyboardInterrupt:
-        fail("interrupted; nothing cached was lost (finished statistics stay cached)", 130)
+        fail(INTERRUPTED, 130)
+    except SystemExit:
+        if _interrupted:
+            fail(INTERRUPTED, 130)
+        raise
     return None
 
 
@@ -68,6 +83,7 @@ def main() -> Any:
     except ConfigError as err:
         fail(str(err))
     sys.argv = [sys.argv[0], *arguments]
+    signal.signal(signal.SIGINT, _on_interrupt)
     return app()
 
 
