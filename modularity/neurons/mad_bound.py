@@ -74,16 +74,24 @@ class NeuronBins:
 
 
 def bin_codes(
-    y: torch.Tensor, scale: torch.Tensor, bins: int, codes: torch.Tensor, index: torch.Tensor
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    bins: int,
+    scaled: torch.Tensor,
+    codes: torch.Tensor,
+    index: torch.Tensor,
 ) -> None:
-    """Histogram codes of ``y = x - origin`` (``[..., neurons]``; overwritten).
+    """Histogram codes of ``y = x - origin`` (``[tokens, neurons]``), neuron by neuron.
 
-    ``index`` (int64, shaped like ``y``) gets each activation's bin; ``codes`` gets
-    ``COUNT_UNIT + q``, ``q`` its position in units of ``2^-12`` bins from ``origin``, so a
-    scatter-add of ``codes`` at ``index`` sums counts and positions at once.
+    Into ``[neurons, tokens]`` buffers (``scaled`` float, ``codes`` and ``index`` int64):
+    ``index`` gets each activation's bin and ``codes`` ``COUNT_UNIT + q``, ``q`` its position
+    in units of ``2^-12`` bins from ``origin``, so one scatter-add of ``codes`` at ``index``
+    sums counts and positions at once. Neurons lead so that the scatter-add writes one
+    neuron's bins at a time (a few KiB) instead of all neurons' at random.
     """
     top = (bins + 2) * 2**POSITION_BITS - 1
-    codes.copy_(y.mul_(scale).clamp_(0, top))  # truncation is floor: the values are >= 0
+    torch.mul(y.T, scale.unsqueeze(1), out=scaled).clamp_(0, top)
+    codes.copy_(scaled)  # truncation is floor: the values are >= 0
     torch.bitwise_right_shift(codes, POSITION_BITS, out=index)
     codes.add_(COUNT_UNIT)
 
@@ -100,9 +108,9 @@ def check_histogram_capacity(tokens: torch.Tensor) -> None:
 def decode_histogram(hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-bin counts and summed positions inside the bin (units of 2^-12 bins), float64.
 
-    ``hist``: ``[..., bins + 2, neurons]`` sums of ``bin_codes`` codes.
+    ``hist``: ``[..., bins + 2]`` sums of ``bin_codes`` codes.
     """
-    bin_index = torch.arange(hist.shape[-2], device=hist.device).unsqueeze(-1)
+    bin_index = torch.arange(hist.shape[-1], device=hist.device)
     unit = COUNT_UNIT + (bin_index << POSITION_BITS)
     counts = torch.div(hist, unit, rounding_mode="floor")
     return counts.double(), (hist - counts * unit).double()
@@ -125,7 +133,7 @@ def mad_bracket(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``E|x - mean|`` per neuron as (midpoint, absolute error bound), ``[layers, neurons]``.
 
-    ``hist`` (``[layers, bins + 2, neurons]``) and the exact float sums ``sum_y`` of
+    ``hist`` (``[layers, neurons, bins + 2]``) and the exact float sums ``sum_y`` of
     ``y = x - origin`` and ``sum_above_edge`` of ``max(y, w)`` describe ``tokens`` tokens;
     ``mean`` is their mean (float64). Layers are bracketed one at a time to bound memory.
     """
@@ -146,33 +154,35 @@ def _bracket_layer(
     m: torch.Tensor,
     width: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer of ``mad_bracket``; ``m`` is the mean relative to the origin."""
+    """One layer of ``mad_bracket`` (``hist`` ``[neurons, bins + 2]``); ``m`` is the mean
+    relative to the origin."""
     counts, positions = decode_histogram(hist)
-    fine = counts.shape[0] - 2
-    bin_index = torch.arange(fine + 2, device=hist.device, dtype=torch.float64).unsqueeze(1)
+    fine = counts.shape[1] - 2
+    bin_index = torch.arange(fine + 2, device=hist.device, dtype=torch.float64)
+    width, m = width.unsqueeze(1), m.unsqueeze(1)  # [neurons, 1] from here on
     # Sum of each bin's members (positions taken at the middle of their quantisation step);
     # bin 0's exactly from the float sums, since it also holds everything below.
     sums = width * (bin_index * counts + (positions + counts / 2) / 2**POSITION_BITS)
-    sums[0] = sum_y + counts[0] * width - sum_above_edge
-    below_count = counts.cumsum(0) - counts  # tokens left of each bin's left edge
-    below_sum = sums.cumsum(0) - sums
+    sums[:, 0] = sum_y + counts[:, 0] * width[:, 0] - sum_above_edge
+    below_count = counts.cumsum(1) - counts  # tokens left of each bin's left edge
+    below_sum = sums.cumsum(1) - sums
     # The mean's bin (NaN, the mean of no tokens, gives NaN results through n = 0).
-    j = torch.floor(m / width).nan_to_num(0).clamp(0, fine + 1).long().unsqueeze(0)
+    j = torch.floor(m / width).nan_to_num(0).clamp(0, fine + 1).long()
     edge = j.clamp(1, fine + 1)  # left edge of that bin; outside: the nearest fine edge
-    at_edge = edge[0].double() * width
-    left = below_count.gather(0, edge)[0]
-    f_edge = (at_edge * (2 * left - n) - 2 * below_sum.gather(0, edge)[0] + sum_y) / n
+    at_edge = edge.double() * width
+    left = below_count.gather(1, edge)
+    f_edge = (at_edge * (2 * left - n) - 2 * below_sum.gather(1, edge) + sum_y.unsqueeze(1)) / n
     d = m - at_edge
     base = f_edge + (2 * left - n) / n * d  # tangent at the edge
-    in_bin = counts.gather(0, j)[0]
+    in_bin = counts.gather(1, j)
     # Sum over the mean's bin of (right edge - member): the bin's share of the chord.
-    gap = width * (in_bin - (positions.gather(0, j)[0] + in_bin / 2) / 2**POSITION_BITS)
-    inside = (j[0] >= 1) & (j[0] <= fine)
+    gap = width * (in_bin - (positions.gather(1, j) + in_bin / 2) / 2**POSITION_BITS)
+    inside = (j >= 1) & (j <= fine)
     lower = torch.where(inside, base + 2 * (gap - in_bin * (width - d)).clamp_min(0) / n, base)
     upper = torch.where(inside, base + 2 * d * gap / (width * n), f_edge + d.abs())
     lower = lower.clamp_min(0)
     error = (upper - lower) / 2 + 2 * position_error(fine) * width
-    return (upper + lower) / 2, error
+    return ((upper + lower) / 2)[:, 0], error[:, 0]
 
 
 def pilot_radius(standard_error: torch.Tensor, items: float) -> torch.Tensor:

@@ -56,7 +56,7 @@ def one_pass_statistics(sums: Sums, bins: NeuronBins | None) -> CollectedStats:
     origin = 0.0 if bins is None else bins.origin.double().to(sums["moments"].device)
     if bins is not None:
         check_histogram_capacity(sums["tokens"])  # all devices' tokens
-    hists = [None] * 3 if bins is None else by_target(sums["hist"], 1)
+    hists = [None] * 3 if bins is None else by_target(sums["hist"], 2)
     targets, worst = [], 0.0
     for n, moments, hist in zip(by_target(sums["tokens"], 0), by_target(sums["moments"], 1), hists):
         n = float(n)
