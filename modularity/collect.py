@@ -57,7 +57,7 @@ class PilotActivations:
         self.limit, self.size = limit, 0
         self.batches: list[tuple[BatchItems, list[torch.Tensor]]] | None = []
 
-    def keep(self, items: BatchItems, layer: int, x: torch.Tensor) -> None:
+    def add(self, items: BatchItems, layer: int, x: torch.Tensor) -> None:
         if self.batches is None:
             return
         self.size += x.numel() * x.element_size()
@@ -70,30 +70,30 @@ class PilotActivations:
 
 
 class StatsCollection(L.LightningModule):
-    """One loop of statistics collection: stream ``sums`` over the model's neuron sites,
-    after ``replay``'s kept activations; ``keep`` keeps this loop's activations."""
+    """One loop of statistics collection: stream ``sums`` over the model's neuron sites, after
+    the activations ``replay`` kept; ``keep_into`` keeps this loop's."""
 
     def __init__(
         self,
         loaded: LoadedModel,
         sums: ItemSums,
         *,
-        keep: PilotActivations | None = None,
+        keep_into: PilotActivations | None = None,
         replay: PilotActivations | None = None,
     ) -> None:
         super().__init__()
         self.net = loaded.model
         self.adapter = loaded.adapter
         self.sums = sums
-        self.keep, self.replay = keep, replay
+        self.keep_into, self.replay = keep_into, replay
         self.result: dict[str, torch.Tensor] = {}
 
     def record(self, items: BatchItems, layer: int, x: torch.Tensor) -> None:
         if layer == 0:  # count once per batch; an image's tokens are its patches
             self.sums.add_items(items, x.numel() // (len(items.half) * x.shape[-1]))
         self.sums.update(layer, x, items)
-        if self.keep is not None:
-            self.keep.keep(items, layer, x)
+        if self.keep_into is not None:
+            self.keep_into.add(items, layer, x)
 
     def on_test_start(self) -> None:
         if self.replay is not None:
@@ -111,6 +111,10 @@ class StatsCollection(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.result = self.sums.compute()
+        if self.keep_into is not None:  # every device keeps its share, or none does
+            kept = self.keep_into.batches is not None
+            if not self.trainer.strategy.reduce_boolean_decision(kept, all=True):
+                self.keep_into.batches = None
 
 
 class ItemShard(Sampler[int]):
@@ -192,7 +196,7 @@ def collect_statistics(
         pilot = pilot_items(len(everything))
         kept = PilotActivations(PILOT_KEPT_BYTES if len(pilot) < len(everything) else 0)
         pilot_sums = PilotSums(n_layers, n_neurons)
-        bins = pilot_bins(_stream(loaded, loader, pilot, trainer_cfg, pilot_sums, keep=kept))
+        bins = pilot_bins(_stream(loaded, loader, pilot, trainer_cfg, pilot_sums, keep_into=kept))
         if kept.batches is not None:
             main, replay = sorted(set(everything) - set(pilot)), kept
     one_pass = OnePassSums(n_layers, n_neurons, bins)

@@ -24,9 +24,8 @@ def bracket_of(x: torch.Tensor, m: torch.Tensor, bins: NeuronBins):
     )
     hist = torch.zeros(n_neurons, bins.bins + 2, dtype=torch.int64).scatter_add_(1, index, codes)
     above = torch.maximum(y, bins.edge(0, x.dtype)).sum(0, dtype=torch.float64)
-    return mad_bracket(
-        hist[None], x.shape[0], y.sum(0, dtype=torch.float64)[None], above[None], m[None], bins
-    )
+    sum_y = y.sum(0, dtype=torch.float64)
+    return mad_bracket(hist[None, :, None], x.shape[0], sum_y[None], above[None], m[None], bins)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -79,8 +78,10 @@ def test_codes_pack_counts_and_positions_exactly():
     hist = torch.zeros(1, 6, dtype=torch.int64).scatter_add_(1, index, codes)
     counts, positions = decode_histogram(hist)
     np.testing.assert_array_equal(counts[0], [2, 2, 0, 0, 1, 1])
-    # In units of 2^-12 of a bin from each bin's left edge: 0.25 -> 1024; 1.5 + 1.75 -> 5120.
-    np.testing.assert_array_equal(positions[0, 1:5], [5120, 0, 0, 2048])
+    # In units of 2^-12 of a bin from the bin's left edge; below and above, clamped.
+    unit = 2**POSITION_BITS
+    want = [0.25 * unit, 1.25 * unit, 0, 0, 0.5 * unit, unit - 1]
+    np.testing.assert_array_equal(positions[0], want)
 
 
 def test_bins_do_not_move_with_float64_rounding_of_the_pilot():
