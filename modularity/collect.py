@@ -1,10 +1,11 @@
 """Statistics collection: Lightning loops that stream per-neuron sums over a task's data.
 
 One forward pass per item in the normal case. A pilot over a few items spread through the
-data (about a sixteenth of them, extra forward passes) places each neuron's histogram bins;
-the main pass then streams every item once, and the MAD comes with a rigorous error bound
-(``modularity.neurons.mad_bound``). Only if that bound exceeds the tolerance for some
-neuron does a second pass compute the MAD exactly around the final means.
+data (about a sixteenth of them) places each neuron's histogram bins, and keeps its
+activations (when they fit ``PILOT_KEPT_BYTES``) for the main pass, which then streams the
+other items; the MAD comes with a rigorous error bound (``modularity.neurons.mad_bound``).
+Only if that bound exceeds the tolerance for some neuron does a second pass compute the
+MAD exactly around the final means.
 
 Every loop shards items over devices itself (Lightning's own sampler would repeat items to
 even the shards), and the sums are combined across devices by ``torchmetrics``, so several
@@ -14,6 +15,7 @@ summed, hence identical, sums on every device. Each device needs at least one it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -38,36 +40,81 @@ from modularity.neurons.summary import (
 )
 from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 
+log = logging.getLogger(__name__)
+
 PILOT_SHARE = 16  # the pilot takes one item in this many...
 PILOT_ITEMS = (8, 64)  # ...but at least and at most this many
 GOLDEN_RATIO = (5**0.5 - 1) / 2
+PILOT_KEPT_BYTES = 2**30  # the pilot's activations are kept for the main pass up to this size
+
+
+class PilotActivations:
+    """The pilot's activations, kept (up to ``limit`` bytes) so that the main pass need not
+    compute them again: with them the pilot costs no extra forward pass."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.size = limit, 0
+        self.batches: list[tuple[BatchItems, list[torch.Tensor]]] | None = []
+
+    def add(self, items: BatchItems, layer: int, x: torch.Tensor) -> None:
+        if self.batches is None:
+            return
+        self.size += x.numel() * x.element_size()
+        if self.size > self.limit:
+            self.batches = None  # too large: the main pass recomputes the pilot's items
+            return
+        if layer == 0:
+            self.batches.append((items, []))
+        self.batches[-1][1].append(x.detach().clone())
 
 
 class StatsCollection(SumsLoop):
-    """One loop of statistics collection: stream ``sums`` over the model's neuron sites."""
+    """One loop of statistics collection: stream ``sums`` over the model's neuron sites, after
+    the activations ``replay`` kept; ``keep_into`` keeps this loop's."""
 
-    def __init__(self, loaded: LoadedModel, sums: ItemSums) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        sums: ItemSums,
+        *,
+        keep_into: PilotActivations | None = None,
+        replay: PilotActivations | None = None,
+    ) -> None:
         super().__init__()
         self.net = loaded.model
         self.adapter = loaded.adapter
         self.sums = sums
+        self.keep_into, self.replay = keep_into, replay
         self.result: dict[str, torch.Tensor] = {}
+
+    def record(self, items: BatchItems, layer: int, x: torch.Tensor) -> None:
+        if layer == 0:  # count once per batch; an image's tokens are its patches
+            self.sums.add_items(items, x.numel() // (len(items.half) * x.shape[-1]))
+        self.sums.update(layer, x, items)
+        if self.keep_into is not None:
+            self.keep_into.add(items, layer, x)
+
+    def on_predict_start(self) -> None:
+        super().on_predict_start()
+        if self.replay is not None:
+            for items, layers in self.replay.batches:
+                for layer, x in enumerate(layers):
+                    self.record(items, layer, x.to(self.device))
+            self.replay.batches = None
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         items = BatchItems.of(batch)
-
-        def record(layer: int, x: torch.Tensor) -> None:
-            if layer == 0:  # count once per batch; an image's tokens are its patches
-                self.sums.add_items(items, x.numel() // (len(items.half) * x.shape[-1]))
-            self.sums.update(layer, x, items)
-
-        with neuron_hooks(self.adapter, record):
+        with neuron_hooks(self.adapter, lambda layer, x: self.record(items, layer, x)):
             # The backbone only: the head (an LM's vocabulary projection, up to half the
             # cost of a small LM's forward) has no MLP neurons to record.
             self.net.base_model(**model_inputs(batch))
 
     def on_predict_epoch_end(self) -> None:
         self.result = self.sums.compute()
+        if self.keep_into is not None:  # every device keeps its share, or none does
+            kept = self.keep_into.batches is not None
+            if not self.trainer.strategy.reduce_boolean_decision(kept, all=True):
+                self.keep_into.batches = None
 
 
 class ItemShard(Sampler[int]):
@@ -123,8 +170,9 @@ def _stream(
     trainer_cfg: Any,
     sums: ItemSums,
     stage: str,
+    **kept: PilotActivations | None,
 ) -> dict[str, torch.Tensor]:
-    module = StatsCollection(loaded, sums)
+    module = StatsCollection(loaded, sums, **kept)
     trainer = make_trainer(trainer_cfg, stage, use_distributed_sampler=False)
     run_loop(trainer, module, _loader_over(loader, indices))
     return module.result
@@ -143,24 +191,36 @@ def collect_statistics(
     The MAD comes from one pass with an error bound (``method="one-pass"``) when its relative
     bound is within ``mad_tolerance`` for every neuron with a non-negligible MAD, and exactly
     from a second pass otherwise (``"two-pass"``); ``mad_tolerance=0`` skips the pilot and
-    the histogram and always makes the exact second pass.
+    the histogram and always makes the exact second pass, ``inf`` never makes it.
     """
     n_layers, n_neurons = loaded.adapter.n_layers, loaded.adapter.n_neurons
     everything = range(len(loader.dataset))
     if len(everything) == 0:
         raise ValueError("no items to collect statistics on")
-    bins = None
+    bins, main, replay = None, everything, None
     if mad_tolerance > 0:
-        pilot = PilotSums(n_layers, n_neurons)
-        pilot_sums = _stream(
-            loaded, loader, pilot_items(len(everything)), trainer_cfg, pilot, f"{stage} (pilot)"
+        pilot = pilot_items(len(everything))
+        kept = PilotActivations(PILOT_KEPT_BYTES if len(pilot) < len(everything) else 0)
+        pilot_sums = PilotSums(n_layers, n_neurons)
+        pilot_stage = f"{stage} (pilot)"
+        bins = pilot_bins(
+            _stream(loaded, loader, pilot, trainer_cfg, pilot_sums, pilot_stage, keep_into=kept)
         )
-        bins = pilot_bins(pilot_sums)
+        if kept.batches is not None:
+            main, replay = sorted(set(everything) - set(pilot)), kept
     one_pass = OnePassSums(n_layers, n_neurons, bins)
-    sums = _stream(loaded, loader, everything, trainer_cfg, one_pass, stage)
+    sums = _stream(loaded, loader, main, trainer_cfg, one_pass, stage, replay=replay)
     stats = one_pass_statistics(sums, bins)
     if stats.max_relative_mad_error <= mad_tolerance:
         return stats
+    if bins is not None:
+        log.info(
+            "one-pass MAD bound %.2g exceeds the tolerance %.2g: exact second pass",
+            stats.max_relative_mad_error,
+            mad_tolerance,
+        )
     exact = ExactMadSums(*exact_means(stats))
-    sums = _stream(loaded, loader, everything, trainer_cfg, exact, f"{stage} (exact MAD)")
-    return with_exact_mad(stats, sums)
+    exact_stage = f"{stage} (exact MAD)"
+    return with_exact_mad(
+        stats, _stream(loaded, loader, everything, trainer_cfg, exact, exact_stage)
+    )

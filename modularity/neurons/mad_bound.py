@@ -26,7 +26,8 @@ import torch
 
 BINS = 1024  # fine bins per neuron
 POSITION_BITS = 12  # a position inside a bin is kept to 2^-12 of its width
-COUNT_UNIT = 2**37  # the count's unit in a packed code: 2^25 counts and positions fit int64
+COUNT_BITS = 37  # a packed code counts in units of 2^37: 2^25 counts and their positions fit
+COUNT_UNIT = 2**COUNT_BITS
 MAX_TOKENS = 2**25  # tokens one histogram can take without overflowing COUNT_UNIT
 PILOT_Z = 8.0  # fine range: this many standard errors of a half's mean either side...
 SMALL_PILOT = 4.0  # ...times 1 + this / pilot items, for the uncertainty of the error itself
@@ -74,18 +75,26 @@ class NeuronBins:
 
 
 def bin_codes(
-    y: torch.Tensor, scale: torch.Tensor, bins: int, codes: torch.Tensor, index: torch.Tensor
+    y: torch.Tensor,
+    scale: torch.Tensor,
+    bins: int,
+    scaled: torch.Tensor,
+    codes: torch.Tensor,
+    index: torch.Tensor,
 ) -> None:
-    """Histogram codes of ``y = x - origin`` (``[..., neurons]``; overwritten).
+    """Histogram codes of ``y = x - origin`` (``[tokens, neurons]``), neuron by neuron.
 
-    ``index`` (int64, shaped like ``y``) gets each activation's bin; ``codes`` gets
-    ``COUNT_UNIT + q``, ``q`` its position in units of ``2^-12`` bins from ``origin``, so a
-    scatter-add of ``codes`` at ``index`` sums counts and positions at once.
+    Into ``[neurons, tokens]`` buffers (``scaled`` float, ``codes`` and ``index`` int64):
+    ``index`` gets each activation's bin and ``codes`` ``COUNT_UNIT + q``, ``q`` its position
+    inside that bin in units of 2^-12 of it, so one scatter-add of ``codes`` at ``index``
+    sums a bin's count and its members' positions at once. Neurons lead so that the
+    scatter-add writes one neuron's bins at a time (a few KiB) rather than all at random.
     """
     top = (bins + 2) * 2**POSITION_BITS - 1
-    codes.copy_(y.mul_(scale).clamp_(0, top))  # truncation is floor: the values are >= 0
+    torch.mul(y.T, scale.unsqueeze(1), out=scaled).clamp_(0, top)
+    codes.copy_(scaled)  # truncation is floor: the values are >= 0
     torch.bitwise_right_shift(codes, POSITION_BITS, out=index)
-    codes.add_(COUNT_UNIT)
+    codes.bitwise_and_(2**POSITION_BITS - 1).add_(COUNT_UNIT)
 
 
 def check_histogram_capacity(tokens: torch.Tensor) -> None:
@@ -98,14 +107,9 @@ def check_histogram_capacity(tokens: torch.Tensor) -> None:
 
 
 def decode_histogram(hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-bin counts and summed positions inside the bin (units of 2^-12 bins), float64.
-
-    ``hist``: ``[..., bins + 2, neurons]`` sums of ``bin_codes`` codes.
-    """
-    bin_index = torch.arange(hist.shape[-2], device=hist.device).unsqueeze(-1)
-    unit = COUNT_UNIT + (bin_index << POSITION_BITS)
-    counts = torch.div(hist, unit, rounding_mode="floor")
-    return counts.double(), (hist - counts * unit).double()
+    """Per-bin counts and sums of positions inside the bin (units of 2^-12 of a bin), exact
+    int64. ``hist``: ``[..., bins + 2]`` sums of ``bin_codes`` codes."""
+    return hist >> COUNT_BITS, hist & (COUNT_UNIT - 1)
 
 
 def position_error(bins: int) -> float:
@@ -125,14 +129,15 @@ def mad_bracket(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``E|x - mean|`` per neuron as (midpoint, absolute error bound), ``[layers, neurons]``.
 
-    ``hist`` (``[layers, bins + 2, neurons]``) and the exact float sums ``sum_y`` of
-    ``y = x - origin`` and ``sum_above_edge`` of ``max(y, w)`` describe ``tokens`` tokens;
-    ``mean`` is their mean (float64). Layers are bracketed one at a time to bound memory.
+    ``hist`` (``[layers, neurons, halves, bins + 2]``, summed over the halves given) and the
+    exact float sums ``sum_y`` of ``y = x - origin`` and ``sum_above_edge`` of ``max(y, w)``
+    describe ``tokens`` tokens; ``mean`` is their mean (float64). Layers are bracketed one
+    at a time to bound memory.
     """
     width = bins.width.to(hist.device)
-    origin = bins.origin.to(hist.device).double()
+    m = mean - bins.origin.to(hist.device).double()
     pairs = [
-        _bracket_layer(hist[k], tokens, sum_y[k], sum_above_edge[k], mean[k] - origin[k], width[k])
+        _bracket_layer(hist[k].sum(1), tokens, sum_y[k], sum_above_edge[k], m[k], width[k])
         for k in range(hist.shape[0])
     ]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
@@ -146,28 +151,36 @@ def _bracket_layer(
     m: torch.Tensor,
     width: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer of ``mad_bracket``; ``m`` is the mean relative to the origin."""
+    """One layer of ``mad_bracket`` (``hist`` ``[neurons, bins + 2]``); ``m`` is the mean
+    relative to the origin. Edge ``e`` of a neuron is the left edge of its bin ``e``."""
     counts, positions = decode_histogram(hist)
-    fine = counts.shape[0] - 2
-    bin_index = torch.arange(fine + 2, device=hist.device, dtype=torch.float64).unsqueeze(1)
-    # Sum of each bin's members (positions taken at the middle of their quantisation step);
-    # bin 0's exactly from the float sums, since it also holds everything below.
-    sums = width * (bin_index * counts + (positions + counts / 2) / 2**POSITION_BITS)
-    sums[0] = sum_y + counts[0] * width - sum_above_edge
-    below_count = counts.cumsum(0) - counts  # tokens left of each bin's left edge
-    below_sum = sums.cumsum(0) - sums
-    # The mean's bin (NaN, the mean of no tokens, gives NaN results through n = 0).
-    j = torch.floor(m / width).nan_to_num(0).clamp(0, fine + 1).long().unsqueeze(0)
-    edge = j.clamp(1, fine + 1)  # left edge of that bin; outside: the nearest fine edge
-    at_edge = edge[0].double() * width
-    left = below_count.gather(0, edge)[0]
-    f_edge = (at_edge * (2 * left - n) - 2 * below_sum.gather(0, edge)[0] + sum_y) / n
+    fine = hist.shape[1] - 2
+    # The mean's bin (NaN, the mean of no tokens, gives NaN results through n = 0), and the
+    # edge it is bracketed from: that bin's left edge, or outside the fine bins the nearest.
+    j = torch.floor(m / width).nan_to_num(0).clamp(0, fine + 1).long().unsqueeze(1)
+    edge = j.clamp(1, fine + 1)
+
+    def below_edge(per_bin: torch.Tensor) -> torch.Tensor:
+        """Sum over the fine bins left of the edge, float64 ``[neurons]``."""
+        return (per_bin.cumsum(1).gather(1, edge - 1)[:, 0] - per_bin[:, 0]).double()
+
+    # Tokens left of the edge, and the sum of their y: bin 0's exactly from the float sums
+    # (it also holds everything below), the fine bins' from their members' positions, each
+    # taken at the middle of its quantisation step.
+    fine_counts = below_edge(counts)
+    left = counts[:, 0].double() + fine_counts
+    bin_starts = torch.arange(fine + 2, device=hist.device) << POSITION_BITS
+    steps = below_edge(counts * bin_starts) + below_edge(positions) + fine_counts / 2
+    left_sum = sum_y + counts[:, 0] * width - sum_above_edge + width * steps / 2**POSITION_BITS
+    at_edge = edge[:, 0].double() * width
+    f_edge = (at_edge * (2 * left - n) - 2 * left_sum + sum_y) / n
     d = m - at_edge
     base = f_edge + (2 * left - n) / n * d  # tangent at the edge
-    in_bin = counts.gather(0, j)[0]
     # Sum over the mean's bin of (right edge - member): the bin's share of the chord.
-    gap = width * (in_bin - (positions.gather(0, j)[0] + in_bin / 2) / 2**POSITION_BITS)
-    inside = (j[0] >= 1) & (j[0] <= fine)
+    in_bin = counts.gather(1, j)[:, 0].double()
+    in_bin_steps = positions.gather(1, j)[:, 0].double() + in_bin / 2
+    gap = width * (in_bin - in_bin_steps / 2**POSITION_BITS)
+    inside = (j[:, 0] >= 1) & (j[:, 0] <= fine)
     lower = torch.where(inside, base + 2 * (gap - in_bin * (width - d)).clamp_min(0) / n, base)
     upper = torch.where(inside, base + 2 * d * gap / (width * n), f_edge + d.abs())
     lower = lower.clamp_min(0)

@@ -76,7 +76,9 @@ class CollectedStats:
         for name, stats in zip(TARGETS, (self.full, *self.halves)):
             out.update(stats.to_tensors(f"{name}/"))
         out["meta/method"] = torch.tensor(METHODS.index(self.method))
-        out["meta/max_relative_mad_error"] = torch.tensor(self.max_relative_mad_error)
+        out["meta/max_relative_mad_error"] = torch.tensor(
+            self.max_relative_mad_error, dtype=torch.float64
+        )
         out["meta/n_items"] = torch.tensor(self.n_items, dtype=torch.int64)
         out["meta/n_tokens"] = torch.tensor(self.n_tokens, dtype=torch.int64)
         return out

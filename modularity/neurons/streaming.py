@@ -166,7 +166,7 @@ class OnePassSums(ItemSums):
 
     ``moments`` ``[layers, 2, 5, neurons]``: sums of ``y = x - origin``, ``y^2``,
     ``max(y, w)`` (``w`` the bin width: bin 0's sum follows from it), ``max(x, 0)`` and
-    ``x > 0``; ``hist`` ``[layers, 2, bins + 2, neurons]`` int64 (``mad_bound.bin_codes``).
+    ``x > 0``; ``hist`` ``[layers, neurons, 2, bins + 2]`` int64 (``mad_bound.bin_codes``).
     Without ``bins`` the origin is 0 and only the moments are kept.
     """
 
@@ -178,7 +178,7 @@ class OnePassSums(ItemSums):
         if bins is not None:
             # Summed over devices by one all-reduce in ``compute``: torchmetrics would gather
             # every device's copy first, and it is the largest of the sums.
-            shape = (n_layers, 2, bins.bins + 2, n_neurons)
+            shape = (n_layers, n_neurons, 2, bins.bins + 2)
             self.register_buffer("hist", torch.zeros(shape, dtype=torch.int64), persistent=False)
             self._on_device = {}
 
@@ -226,19 +226,21 @@ class OnePassSums(ItemSums):
 
     def _bin(self, layer: int, y: torch.Tensor, items: BatchItems) -> None:
         bins = self._bins_on(y.device)
-        codes = self.work("codes", y, dtype=torch.int64)
-        index = self.work("index", y, dtype=torch.int64)
-        bin_codes(y, bins.scale[layer].to(y.dtype), bins.bins, codes, index)
+        y = y.view(-1, y.shape[-1])
+        transposed = (y.shape[1], y.shape[0])  # [neurons, tokens]
+        codes = self.work("codes", y, transposed, torch.int64)
+        index = self.work("index", y, transposed, torch.int64)
+        scaled = self.work("scaled", y, transposed)
+        bin_codes(y, bins.scale[layer].to(y.dtype), bins.bins, scaled, codes, index)
         if items.keep is not None:
-            codes.mul_(items.keep.to(y.device).unsqueeze(-1))  # padding adds code 0: nothing
-        n_neurons = y.shape[-1]
+            codes.mul_(items.keep.to(y.device).view(1, -1))  # padding adds code 0: nothing
         if items.only_half is not None:
-            table = self.hist[layer, items.only_half]
+            table = self.hist[layer, :, items.only_half]
         else:
-            table = self.hist[layer].view(-1, n_neurons)
-            half = items.half.to(y.device).view(-1, 1, 1)
+            table = self.hist[layer].view(y.shape[1], -1)
+            half = items.half.to(y.device).repeat_interleave(y.shape[0] // len(items.half))
             index.add_(half * (bins.bins + 2))
-        table.scatter_add_(0, index.view(-1, n_neurons), codes.view(-1, n_neurons))
+        table.scatter_add_(1, index, codes)
 
 
 class ExactMadSums(ItemSums):

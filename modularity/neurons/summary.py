@@ -56,21 +56,19 @@ def one_pass_statistics(sums: Sums, bins: NeuronBins | None) -> CollectedStats:
     origin = 0.0 if bins is None else bins.origin.double().to(sums["moments"].device)
     if bins is not None:
         check_histogram_capacity(sums["tokens"])  # all devices' tokens
-    hists = [None] * 3 if bins is None else by_target(sums["hist"], 1)
-    targets, worst = [], 0.0
+    # The whole data's histogram is summed layer by layer in ``mad_bracket``.
+    hists = [None] * 3 if bins is None else [sums["hist"], *sums["hist"].split(1, dim=2)]
+    targets = []
     for n, moments, hist in zip(by_target(sums["tokens"], 0), by_target(sums["moments"], 1), hists):
         n = float(n)
         sum_y = moments[:, Y]
         mean = origin + sum_y / n
+        variance = (moments[:, Y_SQUARED] / n - (sum_y / n).square()).clamp_min(0)
         if hist is None:
             mad = error = torch.full_like(mean, float("nan"))
-            worst = float("inf")
-        variance = (moments[:, Y_SQUARED] / n - (sum_y / n).square()).clamp_min(0)
-        if hist is not None:
-            mad, error = mad_bracket(hist, n, sum_y, moments[:, Y_ABOVE_EDGE], mean, bins)
-            mad, error = _within_std(mad, error, variance.sqrt())
-            if n > 0:
-                worst = max(worst, float(relative_error(mad, error).max()))
+        else:
+            bracket = mad_bracket(hist, n, sum_y, moments[:, Y_ABOVE_EDGE], mean, bins)
+            mad, error = _within_std(*bracket, variance.sqrt())
         targets.append(
             NeuronStats(
                 count=torch.full_like(mean, n),
@@ -83,6 +81,10 @@ def one_pass_statistics(sums: Sums, bins: NeuronBins | None) -> CollectedStats:
                 mad_error=error,
             )
         )
+    worst = float("inf")
+    if bins is not None:
+        held = [relative_error(t.mad, t.mad_error).max() for t in targets if t.count.max() > 0]
+        worst = float(max(held))
     return _collected(sums, targets, "one-pass", worst)
 
 
