@@ -36,7 +36,7 @@ TRAINER = OmegaConf.create(
         "devices": 1,
         "strategy": "auto",
         "precision": "32-true",
-        "progress_bar": False,
+        "enable_progress_bar": False,
     }
 )
 

@@ -15,7 +15,7 @@ from modularity.neurons.masks import neuron_hooks
 
 TRAINER = OmegaConf.create(
     {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
-    | {"progress_bar": False}
+    | {"enable_progress_bar": False}
 )
 FIELDS = ("count", "mean", "std", "abs_mean", "rms", "freq", "mad", "mad_error")
 

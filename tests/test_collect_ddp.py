@@ -27,7 +27,7 @@ def collected(devices: int, strategy: str) -> CollectedStats:
 
     trainer = OmegaConf.create(
         {"accelerator": "cpu", "devices": devices, "strategy": strategy}
-        | {"precision": "32-true", "progress_bar": False}
+        | {"precision": "32-true", "enable_progress_bar": False}
     )
     loaded = load_model(load_model_config("tiny_llama"))
     return collect_statistics(loaded, DataLoader(Blocks(ITEMS, seed=3), batch_size=BATCH), trainer)

@@ -176,12 +176,15 @@ def test_every_text_task_is_checked_against_its_reference():
     assert text == REFERENCED_TASKS  # every text task's reference is a local mixture
 
 
-def test_hub_records_are_pooled_by_the_local_rule(monkeypatch):
+def test_hub_records_are_pooled_by_the_local_rule(tmp_path):
     import datasets
 
     rows = [{"text": f"record {i}", "lang": "en" if i % 3 else "fr"} for i in range(3000)]
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: iter(rows))
-    task = load_task_config("pile", OmegaConf.create({"source": "hub"}))
+    copy = tmp_path / "nickypro" / "minipile" / "data"
+    copy.mkdir(parents=True)
+    datasets.Dataset.from_list(rows).to_parquet(copy / "train-00000-of-00001.parquet")
+    data = OmegaConf.create({"source": "hub", "hub_mirror": str(tmp_path)})
+    task = load_task_config("pile", data)
     records = [Document(str(i), row["text"]) for i, row in enumerate(rows)]
     expected = split_documents(records)
     for pool in TEXT_SPLITS:
