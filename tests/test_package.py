@@ -75,5 +75,5 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = list((elsewhere / "outputs").rglob("results.csv"))
     assert len(results) == 1
-    where = run(str(python), "-c", "import modularity, sys; print(modularity.__file__)")
+    where = run(str(python), "-c", "import modularity; print(modularity.__file__)", cwd=elsewhere)
     assert str(venv) in where.stdout  # the wheel's copy ran, not the source tree's

@@ -32,7 +32,7 @@ def write_text_mirror(mirror: Path) -> None:
     """Local copies of the hub datasets mistral_domains reads, laid out as on the hub."""
     code = mirror / "codeparrot" / "github-code-clean" / "data"
     code.mkdir(parents=True)
-    sources = python_sources(300)
+    sources = python_sources(160)
     datasets.Dataset.from_dict(
         {
             "code": sources,
@@ -42,18 +42,18 @@ def write_text_mirror(mirror: Path) -> None:
             "size": [len(s) for s in sources],
         }
     ).to_parquet(code / "train-00000-of-00880.parquet")
-    words = " ".join(python_sources(40, 300)).split()
+    words = " ".join(python_sources(40, 100)).split()
     for name in ("biology", "chemistry", "physics", "math"):
         repo = mirror / "camel-ai" / name
         repo.mkdir(parents=True)
         with zipfile.ZipFile(repo / f"{name}.zip", "w") as archive:
             for i in range(300):
-                answer = f"{name} " + " ".join(words[(i * 37) % 5000 :][:60])
+                answer = f"{name} " + " ".join(words[(i * 37) % (len(words) - 100) :][:60])
                 record = dict(zip(CAMEL_COLUMNS, ["Expert", name, "sub", f"q{i}", answer]))
                 archive.writestr(f"{i:04d}.json", json.dumps(record))
     pile = mirror / "nickypro" / "minipile" / "data"
     pile.mkdir(parents=True)
-    texts = [" ".join(words[i * 50 : i * 50 + 80]) for i in range(400)]
+    texts = [" ".join(words[(i * 50) % (len(words) - 100) :][:80]) for i in range(400)]
     datasets.Dataset.from_dict({"text": texts}).to_parquet(pile / "train-00000-of-00001.parquet")
 
 
