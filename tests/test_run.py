@@ -1,95 +1,144 @@
-"""End-to-end runs of the entry point on tiny models, and its errors on bad input."""
+"""Every command line of the README, run as a subprocess exactly as written (with small
+sizes appended), and the README's Python example run as a script.
 
-import json
+Commands that need a hub model or a cluster (Mistral 7B, the CIFAR-100 ViT, SLURM) cannot
+run offline; Hydra composes them in full instead (``--cfg``), which checks every config
+group, override and launcher they name.
+"""
+
+from __future__ import annotations
+
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
-from modularity.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["task.collect_size=2048", "task.eval_size=1024"]
+README = (ROOT / "README.md").read_text()
+
+# Names that mark a command as needing a hub download or a cluster.
+NEEDS_HUB_OR_CLUSTER = ("mistral7b", "vit_cifar100", "mistral_domains", "vit_cifar20", "slurm")
+IMAGE_SIZES = ["data.collect_size=200", "data.eval_size=200"]
+TEXT_SIZES = ["data.collect_size=2048", "data.eval_size=1024"]
+# Analyses' own sizes that only set how many resamples a null model or interval uses.
+FEW_RESAMPLES = ["analysis.resamples=200"]
 
 
-def test_prune_run_on_tiny_causal_lm_writes_artefacts(make_cfg):
-    cfg = make_cfg(
-        "+model=tiny_llama", "task=code", "selection.fraction=0.1", *SMALL, "task.block_size=64"
-    )
-    result = run(cfg)
-    out = Path(cfg.output_dir)
-    for name in ("scores.safetensors", "metrics.json", "layer_counts.csv", "layer_counts.png"):
-        assert (out / name).is_file(), name
-    tensors = load_file(out / "scores.safetensors")
-    assert tensors["scores"].shape == (2, 64) and tensors["mask"].sum(1).tolist() == [6, 6]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["before"]["task"]) == {"top1", "top10", "loss", "skip_top1", "skip_top10"}
-    assert metrics["n_selected"] == result["n_selected"] == 12
-    assert 0 <= metrics["after"]["task"]["top1"] <= 1
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def test_prune_run_on_tiny_vit_writes_artefacts(make_cfg):
-    cfg = make_cfg(
-        "+model=tiny_vit", "task=digits-3", "selection.fraction=0.1", "selection.scope=global"
-    )
-    result = run(cfg)
-    metrics = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
-    assert set(metrics["before"]["task"]) == {"top1", "loss"}
-    assert result["n_selected"] == round(0.1 * 2 * 64)
+def commands(program: str) -> list[str]:
+    """Every README line (comment stripped) that runs ``program``."""
+    found = []
+    for block in code_blocks("bash"):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith(program):
+                found.append(line)
+    return found
 
 
-def test_no_model_runs_the_trained_default(make_cfg):
-    cfg = make_cfg("task=code", *SMALL, "task.block_size=64")
-    result = run(cfg)
-    assert result["model"] == "tiny_lm_text" and result["n_selected"] > 0
-    assert result["before"]["task"]["top1"] > 0.05  # trained: far above chance (1/4096)
+RUN_COMMANDS = commands("python -m modularity.run")
+HUB_COMMANDS = [c for c in RUN_COMMANDS if any(n in c for n in NEEDS_HUB_OR_CLUSTER)]
+LOCAL_COMMANDS = [c for c in RUN_COMMANDS if c not in HUB_COMMANDS]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "MODULARITY_CACHE_DIR": "/tmp/modularity-test-cache",
-        "HYDRA_FULL_ERROR": "0",
-    }
+def test_readme_has_the_commands_this_module_runs():
+    assert len(LOCAL_COMMANDS) >= 8 and len(HUB_COMMANDS) >= 2
+    assert commands("make run") and commands("make test")
+    assert commands("python -m modularity.report") and commands("python -m modularity.export")
+
+
+def shell(command: str, cwd: Path, env_extra: dict | None = None, timeout: int = 600):
+    # ``python`` in a README line is this interpreter (the project's .venv under make test).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "modularity.run", *args, "hydra.run.dir=/tmp/modularity-test-run"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+        command, shell=True, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
-@pytest.mark.parametrize(
-    "args,expected",
-    [
-        (["+model=nonexistent"], "nonexistent"),
-        (["+model=tiny_llama", "task=nonexistent"], "nonexistent"),
-        (
-            ["+model=tiny_llama", "selection.fraction=1.5"],
-            "selection.fraction=1.5 is outside (0, 1]",
-        ),
-        (
-            ["+model=tiny_llama", "layers=[0,9]"],
-            "layers [9] out of range: this model has layers 0..1",
-        ),
-        (["+model=gpt2", "model.path=/no/such/dir"], "model.path '/no/such/dir' does not exist"),
-        (
-            ["+model=tiny_llama", "task=code", "task.local.corpus=[]", "task.block_size=64"],
-            "fewer than 64 tokens",
-        ),
-        (
-            ["+model=tiny_llama", "task=digits-3"],
-            "task 'digits-3' has image inputs; this model takes text",
-        ),
-    ],
-)
-def test_bad_input_gets_one_clear_line(args, expected):
-    proc = cli(*args)
-    assert proc.returncode != 0
-    assert expected in proc.stderr, proc.stderr
+def small(command: str) -> str:
+    """The command with small data sizes, quiet bars, and fewer resamples appended."""
+    words = shlex.split(command)
+    image = any(
+        w.startswith(("task=fashion", "+model=tiny_vit", "experiment=embedded_fashion"))
+        for w in words
+    )
+    extra = IMAGE_SIZES if image else TEXT_SIZES
+    extra = [*extra, "trainer.enable_progress_bar=false"]
+    analysis = next((w.split("=", 1)[1] for w in words if w.startswith("analysis=")), "prune")
+    if analysis in ("prune", "match"):
+        extra += FEW_RESAMPLES
+    return command + " " + " ".join(shlex.quote(e) for e in extra)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A directory that looks like a clone for the commands (outputs land here)."""
+    return tmp_path_factory.mktemp("readme")
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory) -> dict:
+    return {"MODULARITY_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", LOCAL_COMMANDS)
+def test_readme_command_runs(command, workdir, cache_env):
+    proc = shell(small(command), workdir, cache_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", HUB_COMMANDS)
+def test_readme_hub_command_composes(command, tmp_path):
+    """The full config (Hydra's included, so the launcher too) composes as written."""
+    words = [w for w in shlex.split(command) if w not in ("-m", "--multirun")]
+    proc = shell(shlex.join([*words, "--cfg", "hydra"]), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = shell(shlex.join([*words, "--cfg", "job"]), tmp_path)
+    assert job.returncode == 0, job.stderr[-3000:]
+    model = next(w.split("=", 1)[1] for w in words if "model=" in w or "experiment=" in w)
+    assert model.split("_")[0] in job.stdout
+
+
+@pytest.mark.slow
+def test_readme_report_and_export_read_what_a_run_wrote(workdir, cache_env):
+    """``modularity.report`` on a sweep directory, ``modularity.export`` on a pruning run,
+    with the README's placeholder paths replaced by real ones."""
+    sweep = workdir / "multirun-readme"
+    proc = shell(
+        small("python -m modularity.run -m task=code,prose selection.fraction=0.05")
+        + f" hydra.sweep.dir={sweep}",
+        workdir,
+        cache_env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = commands("python -m modularity.report")
+    proc = shell(f"{shlex.split(report)[0]} -m modularity.report {sweep}", workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (sweep / "report.csv").is_file()
+    (export,) = commands("python -m modularity.export")
+    run_dir = next(p.parent for p in sweep.glob("*/scores.safetensors"))
+    words = shlex.split(export)
+    words[3:5] = [str(run_dir), str(workdir / "pruned")]
+    proc = shell(shlex.join(words), workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "pruned" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(workdir, cache_env):
+    (example,) = code_blocks("python")
+    script = workdir / "example.py"
+    script.write_text(example)
+    proc = shell(f"{sys.executable} {script}", workdir, cache_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), "the example prints its result"

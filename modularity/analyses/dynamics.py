@@ -135,7 +135,9 @@ class Dynamics(Analysis):
         for r in summarise(rows).itertuples():
             held = rows[(rows.partner == r.checkpoint) & rows.metric.str.startswith("held_out_")]
             metric = ", ".join(
-                f"{m.metric.removeprefix('held_out_')} {m.value:.3f}" for m in held.itertuples()
+                f"{m.metric.removeprefix('held_out_')} "
+                + (f"{m.value:,.0f}" if m.metric.startswith("held_out_n_") else f"{m.value:.3f}")
+                for m in held.itertuples()
             )
             table.append(
                 [
@@ -145,7 +147,7 @@ class Dynamics(Analysis):
                     f"{r.effect:+.1f} [{r.effect_low:+.1f}, {r.effect_high:+.1f}]",
                     f"{r.jaccard_final:.3f} ({r.chance_final:.3f})",
                     f"{r.jaccard_init:.3f} ({r.chance_init:.3f})",
-                    f"{r.mantel_final:.2f}",
+                    "-" if np.isnan(r.mantel_final) else f"{r.mantel_final:.2f}",
                 ]
             )
         if not table:

@@ -156,11 +156,14 @@ def verdict(rows: list[Any], model: str) -> str:
         parts.append("the model's true initial weights are not known here")
     if control and (init or trained):
         own = init[0].value if init else float(np.mean(trained))
+        excess = own - float(np.mean(control))
         parts.append(
             "two unrelated random inits agree at least as strongly, so the shared task "
             "structure comes from the data, not from the initialisation"
-            if np.mean(control) >= own
-            else "the trained model agrees more than unrelated random inits agree with each "
-            "other, beyond what the data alone gives"
+            if excess <= 0
+            else f"the trained model agrees more, by {excess:.2f}, than unrelated random "
+            f"inits agree with each other; with {len(control)} data-only pair(s) that "
+            "excess has no interval, so it is not evidence that structure persists from "
+            "the initialisation"
         )
     return "; ".join(parts) + "."

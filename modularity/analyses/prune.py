@@ -150,13 +150,20 @@ def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> s
         )
     header = ["metric", "task", "reference", "task drop", "ref. drop", "effect (task - ref.)"]
     stability = get.get(("stability", "", ""))
-    tokens = {r.variant: int(r.value) for r in rows if r.metric in ("evaluate_tokens",)}
+    sizes = {(r.metric, r.variant): int(r.value) for r in rows}
+    unit = "tokens" if ("collect_tokens", "task") in sizes else "units"
+    used = "; ".join(
+        f"{side} {sizes[('collect_' + unit, side)]} / {sizes[('evaluate_' + unit, side)]}"
+        for side in ("task", "reference")
+        if ("collect_" + unit, side) in sizes
+    )
+    noun = "tokens" if unit == "tokens" else "images"
     return (
         f"{model} / {task} vs {reference}: accuracy drops in percentage points, loss rises "
         "in nats, 95% bootstrap intervals\n"
         + format_table(table, header)
         + (f"\nsplit-half stability of the selection: {stability.value:.2f}" if stability else "")
-        + (f"; evaluation tokens: {tokens}" if tokens else "")
+        + (f"\n{noun} used (collection / evaluation): {used}" if used else "")
     )
 
 

@@ -1,0 +1,72 @@
+"""Every ``python -m modularity.run`` line in the experiments' READMEs composes, and every
+experiment config has a README.
+
+A line is composed, not run: ``--cfg job`` makes Hydra build the job's config (every config
+group, override and interpolation it names) and print it, which takes a second and needs
+no model or data. ``-m``/``--multirun`` is dropped, so a sweep is checked as its first job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+CONFIGS = ROOT / "modularity" / "conf" / "experiment"
+PROGRAM = ["python", "-m", "modularity.run"]
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def run_commands() -> list[tuple[str, str]]:
+    """(README path relative to the repository, command line) for every line of a bash
+    block that starts with ``python -m modularity.run``."""
+    found = []
+    for readme in sorted(EXPERIMENTS.glob("**/README.md")):
+        for block in bash_blocks(readme.read_text()):
+            for line in block.splitlines():
+                line = line.strip()
+                if line.startswith(" ".join(PROGRAM)):
+                    found.append((str(readme.relative_to(ROOT)), line))
+    return found
+
+
+COMMANDS = run_commands()
+
+
+def test_the_readmes_have_commands():
+    assert len(COMMANDS) >= 10
+    assert {file for file, _ in COMMANDS} >= {
+        f"experiments/{c.stem}/README.md" for c in CONFIGS.glob("*.yaml")
+    }
+
+
+@pytest.mark.parametrize(("file", "command"), COMMANDS)
+def test_command_composes(file, command):
+    words = shlex.split(command, comments=True)
+    assert words[:3] == PROGRAM, command
+    arguments = [w for w in words[3:] if w not in ("-m", "--multirun")]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "modularity.run", *arguments, "--cfg", "job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{file}: {command}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("config", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+def test_every_experiment_has_a_readme(config):
+    assert (EXPERIMENTS / config / "README.md").is_file(), f"experiments/{config}/README.md"
