@@ -37,7 +37,7 @@ from modularity.neurons.stats import CollectedStats, NeuronStats
 log = logging.getLogger(__name__)
 
 # Bump a version when the code that computes that kind of value changes what it computes.
-VERSIONS = {"stats": 4, "frequent_tokens": 1, "baseline": 4, "tokens": 1}
+VERSIONS = {"stats": 5, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
     assert set(metrics["before"]["task"]) == {"top1", "top10", "loss", "skip_top1", "skip_top10"}
 
 
+@pytest.mark.slow
 def test_prune_on_an_image_model_uses_the_other_classes_as_reference(make_cfg):
     cfg = make_cfg("model=tiny_vit", "task=digits-3", "selection.scope=global")
     result = run(cfg)
@@ -78,12 +79,12 @@ def test_a_cache_hit_skips_collection_and_the_baseline(make_cfg):
     "change",
     [
         "trainer.precision=bf16-true",
-        "model.dtype=bfloat16",
-        "model.seed=7",
-        "data.collect_size=1024",
-        "data.block_size=32",
+        pytest.param("model.dtype=bfloat16", marks=pytest.mark.slow),
+        pytest.param("model.seed=7", marks=pytest.mark.slow),
+        pytest.param("data.collect_size=1024", marks=pytest.mark.slow),
+        pytest.param("data.block_size=32", marks=pytest.mark.slow),
         "data.exclude_from_reference=domain",
-        "task.seed=3",
+        pytest.param("task.seed=3", marks=pytest.mark.slow),
     ],
 )
 def test_every_determinant_of_a_cached_value_is_in_its_key(make_cfg, change):
@@ -97,6 +98,7 @@ def test_every_determinant_of_a_cached_value_is_in_its_key(make_cfg, change):
     assert "stats" in kinds or "tokens" in kinds, kinds
 
 
+@pytest.mark.slow
 def test_overlap_writes_matrices_twins_and_a_verdict(make_cfg):
     cfg = make_cfg(
         *LLAMA,
@@ -150,6 +152,7 @@ def test_moefy_defaults_to_the_gate_of_gated_mlps():
     assert Moefy().which_weights(gated=False) == "up"
 
 
+@pytest.mark.slow
 def test_matched_damage_reaches_its_target_or_says_so(make_cfg):
     cfg = make_cfg(
         "model=tiny_vit",

@@ -73,7 +73,10 @@ def check(stats, acts: list[np.ndarray], exact: bool) -> None:
         assert stats.count[k, 0] == x.shape[0]
 
 
-@pytest.mark.parametrize("tolerance", [1e-4, 0.0, 1e-30])
+@pytest.mark.parametrize(
+    "tolerance",
+    [1e-4, pytest.param(0.0, marks=pytest.mark.slow), pytest.param(1e-30, marks=pytest.mark.slow)],
+)
 def test_collection_matches_numpy_per_half(loaded, tolerance):
     data = Blocks(40)
     stats = collect_statistics(
@@ -90,6 +93,7 @@ def test_collection_matches_numpy_per_half(loaded, tolerance):
         assert stats.n_tokens[h] == int(data.mask[chosen].sum())
 
 
+@pytest.mark.slow
 def test_collection_does_not_depend_on_batching_or_on_keeping_the_pilot(loaded, monkeypatch):
     data = Blocks(50, seed=1)
     runs = [

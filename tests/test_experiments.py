@@ -38,6 +38,7 @@ def test_paper_experiment_reads_the_hub():
     assert cfg.data.source.name == "hub" and cfg.trainer.precision == "bf16-true"
 
 
+@pytest.mark.slow
 def test_embedded_plan_end_to_end(tmp_path):
     overrides = [
         "model=tiny_vit",

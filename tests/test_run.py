@@ -100,7 +100,8 @@ def test_readme_command_runs(command, workdir, cache_env):
 @pytest.mark.parametrize("command", HUB_COMMANDS)
 def test_readme_hub_command_composes(command, tmp_path):
     """The full config (Hydra's included, so the launcher too) composes as written."""
-    words = [w for w in shlex.split(command) if w not in ("-m", "--multirun")]
+    program, arguments = shlex.split(command)[:3], shlex.split(command)[3:]
+    words = [*program, *(w for w in arguments if w not in ("-m", "--multirun"))]
     proc = shell(shlex.join([*words, "--cfg", "hydra"]), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = shell(shlex.join([*words, "--cfg", "job"]), tmp_path)

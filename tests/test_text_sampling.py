@@ -195,3 +195,23 @@ def test_concat_of_one_sample_is_itself():
     sample = pack_documents(_docs(20), TOKENIZER, BLOCK, 10**9)
     joined = TextSample.concat([sample])
     assert torch.equal(joined.unit, sample.unit) and joined.n_documents == sample.n_documents
+
+
+def test_a_pool_of_long_documents_fills_its_budget_with_more_blocks_per_document():
+    code = load_task_config("code")
+    pool = corpus_documents("code", "collect", code.seed)
+    budget = 40 * 1024
+    assert len(pool) * DOC_BLOCKS * BLOCK < budget  # the first cap alone cannot fill it
+    sample = text_blocks(code, "collect", TOKENIZER, BLOCK, budget)
+    assert sample.n_tokens == budget
+    blocks_per_document = torch.bincount(sample.unit)
+    assert blocks_per_document.max() > DOC_BLOCKS and sample.n_documents >= 20
+
+
+def test_an_exhausted_pool_gives_every_token_it_has():
+    math = load_task_config("math")
+    pool = corpus_documents("math", "reference_evaluate", math.seed)
+    encoded = TOKENIZER([d.text for d in pool], add_special_tokens=False, verbose=False)
+    total = sum(len(ids) + 1 for ids in encoded["input_ids"])  # + EOS each
+    sample = text_blocks(math, "reference_evaluate", TOKENIZER, BLOCK, 10**7)
+    assert sample.n_tokens == total // BLOCK * BLOCK

@@ -8,9 +8,10 @@ order in which documents fill the token budget, and each document's half.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from omegaconf import DictConfig
 
@@ -78,13 +79,37 @@ def _text(value: object, task: DictConfig, field: str) -> str:
     return value
 
 
-def _sources(task: DictConfig, split: str) -> dict[str, Iterable[Document]]:
-    """The task's document streams by name: one per corpus of a local mixture, else one."""
+def _sources(task: DictConfig, split: str) -> dict[str, Callable[[], Iterable[Document]]]:
+    """The task's document streams by name (one per corpus of a local mixture, else one),
+    each as a function that starts it afresh."""
     if choice(task.source) == "local":
-        return {name: corpus_documents(name, split, task.seed) for name in local_corpora(task)}
+        return {
+            name: functools.partial(corpus_documents, name, split, task.seed)
+            for name in local_corpora(task)
+        }
     if choice(task.source) == "hub":
-        return {task.hub.get("dataset", task.name): hub_documents(task, split)}
+        return {task.hub.get("dataset", task.name): functools.partial(hub_documents, task, split)}
     raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")
+
+
+def _pack_source(
+    docs: Callable[[], Iterable[Document]],
+    tokenizer: object,
+    block_size: int,
+    n_tokens: int,
+    seed: int,
+) -> TextSample:
+    """Pack one source with at most ``DOC_BLOCKS`` blocks a document; where that cannot fill
+    the budget, each document may give twice as many, and so on, until the budget is met or
+    no document was cut (the pool is exhausted)."""
+    cap = DOC_BLOCKS * block_size
+    part = pack_documents(docs(), tokenizer, block_size, n_tokens, cap, seed=seed)
+    while part.n_tokens < part.requested_tokens:
+        wider = pack_documents(docs(), tokenizer, block_size, n_tokens, 2 * cap, seed=seed)
+        if wider.n_tokens == part.n_tokens:
+            break
+        part, cap = wider, 2 * cap
+    return part
 
 
 def text_blocks(
@@ -92,10 +117,10 @@ def text_blocks(
 ) -> TextSample:
     """The token blocks of one pool of a text task; an empty sample is an error.
 
-    A document gives at most ``DOC_BLOCKS`` blocks, so a budget of a few thousand tokens
-    still samples many documents rather than one long source file; a local mixture gives
-    each of its corpora an equal share of the budget.  A source that runs short is reported
-    in one warning line.
+    A document gives at most ``DOC_BLOCKS`` blocks (more only where the pool cannot fill
+    the budget otherwise), so a budget of a few thousand tokens still samples many documents
+    rather than one long source file; a local mixture gives each of its corpora an equal
+    share of the budget.  A source that runs short is reported in one warning line.
     """
     check_split(split, TEXT_SPLITS)
     sources = _sources(task, split)
@@ -105,9 +130,8 @@ def text_blocks(
     if not sources:  # a mixture of no corpora
         raise empty
     share = max(block_size, n_tokens // len(sources))
-    cap = DOC_BLOCKS * block_size
     parts = {
-        name: pack_documents(docs, tokenizer, block_size, share, cap, seed=task.seed)
+        name: _pack_source(docs, tokenizer, block_size, share, task.seed)
         for name, docs in sources.items()
     }
     short = [
