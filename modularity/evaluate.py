@@ -126,16 +126,18 @@ class Evaluation(SumsLoop):
             mask = batch["attention_mask"].bool()
             valid = mask[:, 1:] & mask[:, :-1]
         unit = batch["unit"][:, None].expand_as(targets)
-        # Position by position in chunks, so neither the fp32 logits nor a masked copy of the
-        # full-vocabulary tensor is ever materialised for the whole batch.
-        flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-        for rows in torch.arange(targets.numel(), device=ids.device).split(ROWS_PER_CHUNK):
-            self._score(
-                flat_logits[rows],
-                targets.reshape(-1)[rows],
-                valid.reshape(-1)[rows],
-                unit.reshape(-1)[rows],
-            )
+        # Item by item, in chunks of positions: every chunk is a view of the logits, so
+        # neither an fp32 copy nor a masked copy of the full-vocabulary tensor is ever
+        # materialised for the whole batch.
+        for item in range(ids.shape[0]):
+            for start in range(0, targets.shape[1], ROWS_PER_CHUNK):
+                rows = slice(start, start + ROWS_PER_CHUNK)
+                self._score(
+                    logits[item, :-1][rows],
+                    targets[item, rows],
+                    valid[item, rows],
+                    unit[item, rows],
+                )
 
     def _score(
         self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, unit: torch.Tensor

@@ -1,0 +1,76 @@
+"""Evaluation metrics against a direct computation: per-unit sums of top-1, top-10, loss and
+the skip metrics of a causal LM, with padding, several blocks per unit and chunked scoring."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from modularity import evaluate as evaluate_module
+from modularity.config import load_model_config
+from modularity.evaluate import evaluate
+from modularity.models.loading import load_model
+
+TRAINER = OmegaConf.create(
+    {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
+    | {"enable_progress_bar": False}
+)
+
+
+class Padded(Dataset):
+    def __init__(self, ids, mask, unit):
+        self.ids, self.mask, self.unit = ids, mask, unit
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "unit": self.unit[i]}
+
+
+def direct(model, ids, mask, unit, n_units, frequent):
+    """The per-unit sums, position by position, from the model's logits."""
+    num = {m: torch.zeros(n_units, dtype=torch.float64) for m in evaluate_module.LM_MEASURES}
+    den = {m: torch.zeros(n_units, dtype=torch.float64) for m in evaluate_module.LM_MEASURES}
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits.double()
+    for b in range(ids.shape[0]):
+        for t in range(ids.shape[1] - 1):
+            if not (mask[b, t] and mask[b, t + 1]):
+                continue
+            target, row, u = ids[b, t + 1], logits[b, t], int(unit[b])
+            order = row.argsort(descending=True)
+            hit1, hit10 = float(order[0] == target), float(target in order[:10])
+            loss = float(F.cross_entropy(row[None], target[None]))
+            rare = float(target not in frequent)
+            for m, value, weight in (
+                ("top1", hit1, 1.0),
+                ("top10", hit10, 1.0),
+                ("loss", loss, 1.0),
+                ("skip_top1", hit1, rare),
+                ("skip_top10", hit10, rare),
+            ):
+                num[m][u] += value * weight
+                den[m][u] += weight
+    return num, den
+
+
+def test_per_unit_metrics_match_a_direct_computation(monkeypatch):
+    monkeypatch.setattr(evaluate_module, "ROWS_PER_CHUNK", 5)  # chunks cut through items
+    loaded = load_model(load_model_config("tiny_llama"))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 200, (6, 17), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    mask[4, 3:] = 0
+    unit = torch.tensor([0, 0, 1, 2, 2, 2])
+    frequent = torch.tensor([5, 17, 42, 99])
+    loader = DataLoader(Padded(ids, mask, unit), batch_size=4)
+    sums = evaluate(loaded, loader, 3, TRAINER, frequent)
+    num, den = direct(loaded.model, ids, mask, unit, 3, frequent)
+    for m in evaluate_module.LM_MEASURES:
+        torch.testing.assert_close(sums.num[m], num[m], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(sums.den[m], den[m], rtol=0, atol=0)
+    assert sums.den["top1"].sum() == 4 * 16 + 11 + 2  # positions with a valid target
