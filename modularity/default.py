@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     frame, unreadable = report(args.out)
     failures.update({line.split(": ", 1)[0]: "unreadable results" for line in unreadable})
     summary = write_summary(
-        frame, args.out, failures, time.perf_counter() - start, "modularity: embedded default"
+        frame, args.out, failures, time.perf_counter() - start, f"modularity: {args.plan} plan"
     )
     print(f"\n{summary.read_text()}\nwritten: {summary}")
     if failures:

@@ -222,7 +222,9 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
         table.append(
             [
                 f"{fraction:g}",
-                f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]",
+                f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
+                if low == low
+                else f"{mean:+.1f} (one task: no interval over tasks)",
                 f"{int((group.low > 0).sum())} of {len(group)}",
                 f"{int((group.high < 0).sum())}",
                 f"{stable:.2f}",
