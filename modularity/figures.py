@@ -183,6 +183,7 @@ def plot_dynamics(path: Path, summary: pd.DataFrame, title: str) -> Path | None:
     ax.legend(fontsize=7)
     for ax in axes:
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(0, max(float(x.max()), 1.0) * 1.5)  # step 0 (the init) to past the last
         ax.set_xlabel("training step")
     fig.suptitle(title, fontsize=9)
     return save(fig, path)
