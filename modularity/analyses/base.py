@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from modularity.config import choice
@@ -247,6 +247,19 @@ def writable_directory(path: Path) -> Path:
     return path
 
 
+def record_config(cfg: DictConfig, out: Path) -> None:
+    """Save the config as Hydra does (``.hydra/config.yaml``) for a run started from Python,
+    so ``modularity.export`` and ``modularity.report`` read it like any run directory.
+    Written once the results are saved; a Hydra job's own copy is left as it is."""
+    saved = out / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        saved.parent.mkdir(exist_ok=True)
+        recorded = cfg.copy()
+        with open_dict(recorded):
+            recorded.output_dir = str(out)
+        OmegaConf.save(recorded, saved)
+
+
 def execute(cfg: DictConfig) -> RunResult:
     """Check ``cfg``, run its analysis in a fresh context, save the rows; the logger is
     always closed, since a multirun reuses processes and W&B would reuse a live run.
@@ -276,6 +289,8 @@ def execute(cfg: DictConfig) -> RunResult:
     try:
         rows = analysis.run(ctx)
         frame = ctx.save(rows)
+        if main_rank:
+            record_config(cfg, out)
     finally:
         logger.finish()
         if not main_rank:
