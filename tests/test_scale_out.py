@@ -8,52 +8,27 @@ Both run the real command line as a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli import SMALL as CLI_SMALL
+from cli import modularity_run
 from safetensors.torch import load_file
 
 from modularity.errors import ConfigError
 from modularity.run import run
 from modularity.validate import check_group_choices
 
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = [
-    "data.collect_size=2048",
-    "data.eval_size=1024",
-    "data.block_size=64",
-    "trainer.enable_progress_bar=false",
-    "trainer.accelerator=cpu",
-    "analysis.resamples=200",
-]
+SMALL = [*CLI_SMALL, "analysis.resamples=200"]
 HEADER = "95% bootstrap intervals"  # in the first line of prune's console summary
 
 
-def modularity_run(args: list[str], cache: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {
-        **os.environ,
-        "MODULARITY_CACHE_DIR": str(cache),
-        "WANDB_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-        "HYDRA_FULL_ERROR": "1",
-        **env,
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "modularity.run", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=600,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc
+def run_with_cache(args: list[str], cache: Path, **env: str) -> subprocess.CompletedProcess:
+    return modularity_run(args, MODULARITY_CACHE_DIR=str(cache), WANDB_MODE="disabled", **env)
 
 
 def cache_kinds(cache: Path) -> list[dict]:
@@ -73,7 +48,7 @@ def test_hydras_own_launchers_are_valid_choices():
 @pytest.mark.slow
 def test_a_submitit_sweep_shares_one_statistics_cache(tmp_path):
     cache, sweep = tmp_path / "cache", tmp_path / "sweep"
-    modularity_run(
+    run_with_cache(
         [
             "-m",
             "hydra/launcher=submitit_local",
@@ -110,7 +85,7 @@ def test_ddp_prunes_like_one_process_and_reports_once(make_cfg, tmp_path):
     ddp_dir = tmp_path / "ddp"
     scratch = ddp_dir / "tmp"  # rank 1's throwaway directory lands here
     scratch.mkdir(parents=True)
-    proc = modularity_run(
+    proc = run_with_cache(
         [
             "+model=tiny_llama",
             "task=code",

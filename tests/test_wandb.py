@@ -11,25 +11,15 @@ its heatmaps as images.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli import SMALL, modularity_run
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = [
-    "data.collect_size=2048",
-    "data.eval_size=1024",
-    "data.block_size=64",
-    "trainer.enable_progress_bar=false",
-    "trainer.accelerator=cpu",
-]
 TASKS = ["code", "prose"]
 
 
@@ -102,20 +92,8 @@ def logged(run: dict, name: str, kind: str) -> Path:
 def sweep(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wandb")
     sweep = tmp / "sweep-wandb"
-    env = {
-        **os.environ,
-        "MODULARITY_CACHE_DIR": str(tmp / "cache"),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_DIR": str(tmp),  # the runs themselves go to their job directories
-        **{f"WANDB_{d}_DIR": str(tmp / d.lower()) for d in ("CACHE", "CONFIG", "DATA")},
-    }
-    proc = subprocess.run(
+    modularity_run(
         [
-            sys.executable,
-            "-m",
-            "modularity.run",
             "-m",
             "logger=wandb",
             "analysis=overlap,prune",
@@ -126,13 +104,12 @@ def sweep(tmp_path_factory) -> Path:
             *SMALL,
             f"hydra.sweep.dir={sweep}",
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
+        MODULARITY_CACHE_DIR=str(tmp / "cache"),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(tmp),  # the runs themselves go to their job directories
+        **{f"WANDB_{d}_DIR": str(tmp / d.lower()) for d in ("CACHE", "CONFIG", "DATA")},
     )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return sweep
 
 
