@@ -107,8 +107,8 @@ def _job_dir(root: Path, number: int, overrides: Sequence[str]) -> Path:
 
 def run_job(overrides: Sequence[str], out: Path) -> bool:
     """Compose ``overrides`` and run, unless ``out`` holds a finished run of the same config;
-    returns whether it ran. The config is saved last, as the mark of a finished run, so a
-    killed ``make run`` redoes only the jobs it had not finished."""
+    returns whether it ran. The run saves its config last (``record_config``), as the mark
+    of a finished run, so a killed ``make run`` redoes only the jobs it had not finished."""
     cfg = compose_config(overrides)
     cfg.output_dir = str(out)
     saved = out / ".hydra" / "config.yaml"
@@ -118,7 +118,6 @@ def run_job(overrides: Sequence[str], out: Path) -> bool:
     saved.parent.mkdir(parents=True, exist_ok=True)
     run(cfg)
     OmegaConf.save(list(overrides), saved.parent / "overrides.yaml")
-    OmegaConf.save(cfg, saved)
     return True
 
 
