@@ -160,3 +160,29 @@ def check_group_choices(overrides: list[str]) -> None:
         for value in values:
             if value not in valid and value != "null":
                 raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")
+
+
+def compose_checked(overrides: list[str]) -> DictConfig:
+    """The config the command line composes from ``overrides``, after the same checks:
+    each override a string, each group choice an existing option, then Hydra's own (a
+    misspelt key, a value of the wrong type) as one line instead of its exception chain."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from modularity.config import compose_config, normalise_overrides
+
+    bad = [o for o in overrides if not isinstance(o, str)]
+    if bad:
+        raise ConfigError(f"overrides must be strings such as 'task=code'; got {bad[0]!r}")
+    arguments = normalise_overrides(overrides)
+    check_group_choices(arguments)
+    try:
+        return compose_config(arguments)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(one_line(err)) from err
+
+
+def one_line(err: BaseException) -> str:
+    """An exception and its cause in one line (Hydra puts the reason in the cause)."""
+    lines = [str(e).strip().splitlines()[0] for e in (err, err.__cause__) if e and str(e).strip()]
+    return ": ".join(dict.fromkeys(lines)) or type(err).__name__
