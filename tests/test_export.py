@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from tiny_models import FAMILIES, inputs_for
 from transformers import AutoModelForCausalLM, AutoModelForImageClassification, AutoTokenizer
 
+from modularity.checkpoint import REPORT_FILE, export_pruned, main
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
-from modularity.checkpoint import REPORT_FILE, export_pruned, main
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate
 
