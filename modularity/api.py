@@ -193,7 +193,8 @@ def ablate(
 def export(source: PruneResult | str | Path, out_dir: str | Path) -> Any:
     """Write the pruned model of a pruning run (a :class:`PruneResult` or its run
     directory) as a Hugging Face checkpoint; returns the export report."""
+    run_dir = source.run_dir if isinstance(source, PruneResult) else _path("source", source)
+    out = _path("out_dir", out_dir)
     from modularity.checkpoint import export_run
 
-    run_dir = source.run_dir if isinstance(source, PruneResult) else _path("source", source)
-    return export_run(run_dir, _path("out_dir", out_dir))
+    return export_run(run_dir, out)

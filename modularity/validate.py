@@ -93,12 +93,30 @@ def check_task(task: DictConfig, what: str = "task") -> None:
 
 
 def tasks_referring_to(reference: str) -> list[str]:
-    """Task configs whose reference is ``reference`` (for error messages)."""
+    """Task configs whose reference is ``reference`` (for error messages). The generated
+    families' references are known without composing each of their tasks."""
+    from modularity.config import task_families
+
+    generated = {
+        f"{prefix}-{suffix}": family_reference
+        for prefix, (family_reference, members) in task_families().items()
+        for suffix in members
+    }
     return [
         name
         for name in group_options("task")
-        if name != reference and load_task_config(name).reference == reference
+        if name != reference and (generated.get(name) or _own_reference(name)) == reference
     ]
+
+
+def _own_reference(task: str) -> str | None:
+    """The reference a task's YAML file names (read, not composed: these files have no
+    defaults list to inherit one from)."""
+    from omegaconf import OmegaConf
+
+    from modularity.config import CONF_DIR
+
+    return OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("reference")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -126,7 +144,8 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     try:
         make_trainer(trainer_cfg)
     except Exception as err:  # noqa: BLE001 - Lightning raises several types; all are input errors
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = err.__cause__ or err  # Hydra's instantiate wraps Lightning's reason
+        message = str(reason).strip().splitlines()[0] if str(reason).strip() else type(err).__name__
         given = {k: v for k, v in trainer_arguments(trainer_cfg).items() if k != "_target_"}
         raise ConfigError(f"trainer {given}: {message}") from err
 

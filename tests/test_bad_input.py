@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+import modularity
+from modularity.errors import ModularityError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_llama", "data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
 
 
-def modularity(tmp_path: Path, *args: str, module: str = "modularity.run", **env: str):
+def modularity_cli(tmp_path: Path, *args: str, module: str = "modularity.run", **env: str):
     environment = {
         **os.environ,
         "MODULARITY_CACHE_DIR": str(tmp_path / "cache"),
@@ -52,8 +56,8 @@ CONFIG_ERRORS = [
     (["model=tiny_vit", "task=digits"], "its own reference"),
     (["analysis=overlap", "tasks=[code,code]"], "more than once"),
     (["analysis=overlap", "tasks=[code]"], "at least 2 tasks"),
-    (["trainer.precision=fp8"], "fp8"),
-    (["trainer.accelerator=gpu"], "gpu"),
+    (["trainer.precision=fp8"], "Precision 'fp8' is invalid. Allowed precision values"),
+    (["trainer.accelerator=gpu"], "No supported gpu backend found"),
     (["model.path=/no/such/dir"], "model.path"),
     (["analysis=moefy", "analysis.n_null=0"], "analysis.n_null=0"),
     (["analysis=match", "analysis.target_ratio=2"], "target_ratio=2.0"),
@@ -63,23 +67,23 @@ CONFIG_ERRORS = [
 
 @pytest.mark.parametrize(("args", "word"), CONFIG_ERRORS[:4])
 def test_config_errors_fast(tmp_path, args, word):
-    one_line_error(modularity(tmp_path, *args), word)
+    one_line_error(modularity_cli(tmp_path, *args), word)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "word"), CONFIG_ERRORS[4:])
 def test_config_errors(tmp_path, args, word):
-    one_line_error(modularity(tmp_path, *args), word)
+    one_line_error(modularity_cli(tmp_path, *args), word)
 
 
 @pytest.mark.slow
 def test_layer_out_of_range_names_the_valid_range(tmp_path):
-    one_line_error(modularity(tmp_path, *TINY, "layers=[0,9]"), "layers 0..1")
+    one_line_error(modularity_cli(tmp_path, *TINY, "layers=[0,9]"), "layers 0..1")
 
 
 @pytest.mark.slow
 def test_text_task_on_an_image_model(tmp_path):
-    proc = modularity(tmp_path, "model=tiny_vit", "task=code")
+    proc = modularity_cli(tmp_path, "model=tiny_vit", "task=code")
     one_line_error(proc, "has text inputs; this model takes image")
 
 
@@ -102,7 +106,7 @@ def test_an_incomplete_model_directory(tmp_path, missing, word):
     loaded.tokenizer.save_pretrained(model_dir)
     (model_dir / missing).unlink()
     args = ["model.builtin=null", "model.name=mine", f"model.path={model_dir}", *TINY[1:]]
-    one_line_error(modularity(tmp_path, *args), word)
+    one_line_error(modularity_cli(tmp_path, *args), word)
 
 
 @pytest.mark.slow
@@ -117,7 +121,7 @@ def test_a_truncated_weights_file(tmp_path):
     weights = model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     args = ["model.builtin=null", "model.name=mine", f"model.path={model_dir}", *TINY[1:]]
-    one_line_error(modularity(tmp_path, *args), "weights")
+    one_line_error(modularity_cli(tmp_path, *args), "weights")
 
 
 @pytest.mark.slow
@@ -127,7 +131,7 @@ def test_a_read_only_run_directory(tmp_path):
     run = tmp_path / "ro"
     run.mkdir()
     run.chmod(0o500)
-    proc = modularity(tmp_path, *TINY, f"hydra.run.dir={run}")
+    proc = modularity_cli(tmp_path, *TINY, f"hydra.run.dir={run}")
     one_line_error(proc, "not writable")
 
 
@@ -135,7 +139,7 @@ def test_a_read_only_run_directory(tmp_path):
 def test_a_cache_that_is_a_file_warns_and_the_run_completes(tmp_path):
     blocker = tmp_path / "cache-file"
     blocker.write_text("")
-    proc = modularity(tmp_path, *TINY, f"cache.dir={blocker}")
+    proc = modularity_cli(tmp_path, *TINY, f"cache.dir={blocker}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "not writable" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "run" / "results.csv").is_file()
@@ -143,7 +147,7 @@ def test_a_cache_that_is_a_file_warns_and_the_run_completes(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_with_invalid_jobs_names_them_all_and_runs_none(tmp_path):
-    proc = modularity(
+    proc = modularity_cli(
         tmp_path,
         "-m",
         *TINY,
@@ -162,11 +166,91 @@ def test_a_missing_core_package_is_named(tmp_path):
     shim = tmp_path / "shim" / "pyarrow"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('pyarrow is broken', name='pyarrow')\n")
-    proc = modularity(tmp_path, *TINY, PYTHONPATH=str(shim.parent))
+    proc = modularity_cli(tmp_path, *TINY, PYTHONPATH=str(shim.parent))
     one_line_error(proc, "pyarrow")
 
 
 def test_report_on_an_empty_directory(tmp_path):
-    proc = modularity(tmp_path, str(tmp_path), module="modularity.report")
+    proc = modularity_cli(tmp_path, str(tmp_path), module="modularity.report")
     assert proc.returncode == 1 and "nothing to report" in proc.stderr
     assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------ the Python API
+# (name, call, a word its one-line ModularityError must contain): the command line's checks
+# and messages, before any model loads. Cases that compose a whole config take seconds.
+MASK = torch.zeros(2, 64, dtype=torch.bool)
+
+
+def _tiny_llama() -> torch.nn.Module:
+    from modularity.config import load_model_config
+    from modularity.models.loading import load_model
+
+    return load_model(load_model_config("tiny_llama")).model
+
+
+def _ablate(model: object, mask: object, mode: str = "zero") -> None:
+    with modularity.ablate(model, mask, mode):
+        pass
+
+
+API_ERRORS = [
+    ("unknown model", lambda: modularity.prune(model="gpt5"), "unknown model 'gpt5'"),
+    ("unknown task", lambda: modularity.prune(task="nope"), "unknown task 'nope'"),
+    ("model None", lambda: modularity.prune(model=None), "unknown model None"),
+    ("model int", lambda: modularity.prune(model=123), "unknown model '123'"),
+    ("fraction str", lambda: modularity.prune(fraction="x"), "fraction='x'"),
+    ("bogus analysis", lambda: modularity.run_analysis("analysis=bogus"), "'bogus'"),
+    ("override int", lambda: modularity.run_analysis(123), "strings"),
+    ("export None", lambda: modularity.export(None, "out"), "source"),
+    ("export out None", lambda: modularity.export(".", None), "out_dir"),
+    ("non-HF module", lambda: _ablate(torch.nn.Linear(4, 4), MASK), "Hugging Face"),
+    ("list mask", lambda: _ablate(_tiny_llama(), MASK.tolist()), "bool tensor"),
+    ("mask shape", lambda: _ablate(_tiny_llama(), MASK[:1]), "[1, 64]"),
+    ("ablation mode", lambda: _ablate(_tiny_llama(), MASK, "half"), "'half'"),
+    *[
+        pytest.param(*case, marks=pytest.mark.slow)
+        for case in [
+            ("fraction 1.5", lambda: modularity.prune(fraction=1.5), "outside (0, 1]"),
+            ("unknown key", lambda: modularity.prune(modle=1), "'modle'"),
+            ("bad value", lambda: modularity.prune(collect_size="many"), "'many'"),
+            ("own reference", lambda: modularity.prune(task="pile"), "its own reference"),
+        ]
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "word"),
+    API_ERRORS,
+    ids=[getattr(c, "values", c)[0] for c in API_ERRORS],
+)
+def test_the_api_raises_one_modularity_error_line(tmp_path, monkeypatch, name, call, word):
+    monkeypatch.chdir(tmp_path)  # a run would write under outputs/ here: none may start
+    with pytest.raises(ModularityError) as caught:
+        call()
+    message = str(caught.value)
+    assert "\n" not in message and word in message, message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_api_and_the_command_line_give_the_same_line(tmp_path):
+    proc = modularity_cli(tmp_path, "model=gpt5")
+    with pytest.raises(ModularityError) as caught:
+        modularity.prune(model="gpt5")
+    assert proc.stderr.strip() == f"error: {caught.value}"
+
+
+def test_every_api_name_stays_callable_in_any_order(tmp_path):
+    """Importing the export command line's module must not replace the API function."""
+    import importlib
+
+    for _ in range(2):
+        for name in modularity.__all__:
+            assert callable(getattr(modularity, name)), name
+    with pytest.raises(ImportError, match="modularity.checkpoint"):
+        importlib.import_module("modularity.export")
+    from modularity import export
+
+    assert callable(export) and callable(modularity.export)
