@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 import modularity
+from modularity.analyses.base import ROW_COLUMNS
 from modularity.errors import ModularityError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,3 +256,145 @@ def test_every_api_name_stays_callable_in_any_order(tmp_path):
     from modularity import export
 
     assert callable(export) and callable(modularity.export)
+
+
+# ------------------------------------------------------------------- a run's own files
+def _pruning_run(run_dir: Path, analysis: str = "prune") -> Path:
+    """What a tiny_gpt2 pruning run leaves for export and report, written as a run does."""
+    from omegaconf import OmegaConf
+
+    from modularity.config import load_model_config
+    from modularity.outputs import write_csv, write_tensors
+
+    (run_dir / ".hydra").mkdir(parents=True)
+    mask = torch.zeros(2, 128, dtype=torch.bool)
+    mask[:, :8] = True
+    write_tensors(run_dir / "scores.safetensors", {"scores": torch.rand(2, 128), "mask": mask})
+    frame = pd.DataFrame({c: ["x"] * 40 for c in ROW_COLUMNS} | {"value": range(40)})
+    write_csv(run_dir / "results.csv", frame, index=False)
+    cfg = {
+        "model": load_model_config("tiny_gpt2"),
+        "ablation": {"mode": "zero"},
+        "analysis": {"_target_": f"modularity.analyses.{analysis}.{analysis.title()}"},
+    }
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    return run_dir
+
+
+def _flip_a_byte(path: Path, offset: int = -3) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def test_export_refuses_a_run_whose_mask_lost_a_bit(tmp_path):
+    from modularity.checkpoint import export_run
+    from modularity.errors import DamagedFileError
+
+    run = _pruning_run(tmp_path / "run")
+    _flip_a_byte(run / "scores.safetensors")
+    with pytest.raises(DamagedFileError, match=r"scores.safetensors is damaged"):
+        export_run(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_skips_a_truncated_results_table_naming_it(tmp_path):
+    from modularity.report import gather
+
+    good, cut = _pruning_run(tmp_path / "good"), _pruning_run(tmp_path / "cut")
+    text = (cut / "results.csv").read_text()
+    (cut / "results.csv").write_text(text[: len(text) // 2])  # still parses: rows lost
+    frame, bad = gather(tmp_path)
+    assert set(frame.run) == {str(good)} and len(frame) == 40
+    assert len(bad) == 1 and str(cut / "results.csv") in bad[0] and "damaged" in bad[0]
+
+
+def test_export_of_an_overlap_run_says_it_is_not_a_pruning_run(tmp_path):
+    from modularity.checkpoint import export_run
+
+    run = _pruning_run(tmp_path / "run", analysis="overlap")
+    (run / "scores.safetensors").unlink()
+    with pytest.raises(ModularityError, match="analysis=overlap run, not a pruning run"):
+        export_run(run, tmp_path / "out")
+
+
+@pytest.mark.parametrize("where", ["export", "report"])
+def test_an_unwritable_output_is_named_before_any_work(tmp_path, where):
+    from modularity.checkpoint import export_run
+    from modularity.report import report
+
+    run = _pruning_run(tmp_path / "run")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ModularityError, match=f"{blocker}.* is not writable"):
+        if where == "export":
+            export_run(run, blocker / "out")
+        else:
+            report(run, blocker / "out")
+    assert not list(run.glob("report*"))
+
+
+def test_a_failed_write_leaves_no_file_and_names_it(tmp_path):
+    import errno
+
+    from modularity.artefacts import MANIFEST, OutputError, write_atomic
+
+    def fill_the_disk(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "results.csv"
+    with pytest.raises(OutputError, match=f"cannot write {target}: No space left on device"):
+        write_atomic(target, fill_the_disk)
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(target, lambda tmp: tmp.write_text("a,b\n"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "results.csv"]
+
+
+def test_a_figure_that_cannot_be_written_is_a_warning_and_no_partial_png(tmp_path, caplog):
+    import errno
+
+    from modularity.figures import plt, save
+
+    fig, _ = plt.subplots()
+
+    def full_disk(path, **options):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fig.savefig = full_disk
+    assert save(fig, tmp_path / "drop.png") is None
+    assert list(tmp_path.iterdir()) == []
+    assert "drop.png" in caplog.text and "No space left" in caplog.text
+
+
+def test_without_a_parquet_engine_report_writes_nothing_and_says_how_to_install(
+    tmp_path, monkeypatch
+):
+    import importlib
+
+    from modularity import optional
+    from modularity.report import report
+
+    run = _pruning_run(tmp_path / "run")
+    real = importlib.import_module
+
+    def no_parquet(name: str, *args):
+        if name in ("pyarrow", "fastparquet"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args)
+
+    monkeypatch.setattr(optional.importlib, "import_module", no_parquet)
+    with pytest.raises(ModularityError, match="pip install pyarrow"):
+        report(run)
+    assert not list(run.glob("report*"))
+
+
+@pytest.mark.slow
+def test_moefy_without_faiss_names_the_package(tmp_path):
+    shim = tmp_path / "shim" / "faiss"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ModuleNotFoundError('no faiss', name='faiss')\n")
+    args = ["analysis=moefy", "tasks=[code,prose]", *TINY]
+    proc = modularity_cli(tmp_path, *args, PYTHONPATH=str(shim.parent))
+    one_line_error(proc, "pip install faiss-cpu")
