@@ -398,3 +398,13 @@ def test_moefy_without_faiss_names_the_package(tmp_path):
     args = ["analysis=moefy", "tasks=[code,prose]", *TINY]
     proc = modularity_cli(tmp_path, *args, PYTHONPATH=str(shim.parent))
     one_line_error(proc, "pip install faiss-cpu")
+
+
+@pytest.mark.slow
+def test_a_sweep_layer_out_of_the_models_range_is_caught_before_job_0(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = modularity_cli(tmp_path, "-m", *TINY, "layers=[0],[7]", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "1 of 2 jobs are invalid" in proc.stderr and "Traceback" not in proc.stderr
+    assert "layers [7] out of range: this model has layers 0..1" in proc.stderr
+    assert not list(sweep.rglob("results.csv"))
