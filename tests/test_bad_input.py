@@ -408,3 +408,19 @@ def test_a_sweep_layer_out_of_the_models_range_is_caught_before_job_0(tmp_path):
     assert "1 of 2 jobs are invalid" in proc.stderr and "Traceback" not in proc.stderr
     assert "layers [7] out of range: this model has layers 0..1" in proc.stderr
     assert not list(sweep.rglob("results.csv"))
+
+
+def test_an_unreachable_match_target_is_said_on_the_console():
+    """Pruning even max_fraction keeps top-1 at 0.95 of its value: the target 0.5 cannot be
+    met, and the console line says so and what to change (not only converged=0)."""
+    from types import SimpleNamespace
+
+    from modularity.analyses.match import match_fraction, unmatched_warning
+
+    robust = SimpleNamespace(task=SimpleNamespace(name="code"))
+    robust.ratio = lambda other, fraction: 1 - 0.1 * fraction
+    matched = match_fraction(robust, 0.5, 0.02, max_fraction=0.5, max_steps=12)
+    assert not matched.converged and matched.fraction == 0.5
+    line = unmatched_warning(matched, 0.5, 0.5)
+    assert "code did not reach target ratio 0.50" in line and "0.950" in line
+    assert "analysis.max_fraction" in line and "\n" not in line
