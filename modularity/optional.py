@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from modularity.errors import missing_package
+from modularity.errors import MissingPackageError, missing_package
 
 # module -> (what uses it, the command that installs it)
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -19,17 +19,21 @@ PACKAGES: dict[str, tuple[str, str]] = {
 }
 
 
-def require(module: str, purpose: str | None = None, install: str | None = None) -> ModuleType:
-    """Import ``module``, or raise :class:`MissingPackageError` naming ``purpose`` and the
-    ``install`` command (defaults from :data:`PACKAGES`)."""
-    default_purpose, default_install = PACKAGES.get(module, (module, f"pip install {module}"))
+def missing(module: str) -> MissingPackageError:
+    """The one-line error for ``module`` not being installed (what needs it, how to add it)."""
+    purpose, install = PACKAGES.get(module, (module, f"pip install {module}"))
+    return missing_package(module, purpose, install)
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module``, or raise :class:`MissingPackageError` naming what needs it and the
+    command that installs it (:data:`PACKAGES`)."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        top = module.split(".")[0]
-        if err.name is not None and err.name.split(".")[0] != top:
+        if err.name is not None and err.name.split(".")[0] != module.split(".")[0]:
             raise  # the package is there but one of its own imports failed
-        raise missing_package(top, purpose or default_purpose, install or default_install) from err
+        raise missing(module.split(".")[0]) from err
 
 
 def parquet_engine() -> str:
@@ -41,4 +45,4 @@ def parquet_engine() -> str:
         except ImportError:
             continue
         return engine
-    raise missing_package("pyarrow", PACKAGES["pyarrow"][0], PACKAGES["pyarrow"][1])
+    raise missing("pyarrow")

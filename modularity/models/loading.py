@@ -148,6 +148,10 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
 def _quantization(kind: str) -> Any:
     from transformers import BitsAndBytesConfig
 
+    from modularity.optional import require
+
+    require("bitsandbytes")
+
     if kind == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     if kind == "4bit":
