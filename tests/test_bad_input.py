@@ -476,3 +476,18 @@ def test_an_unwritable_wandb_directory_is_named_before_the_run(tmp_path):
     (tmp_path / "wandb").write_text("a file where W&B wants its directory")
     with pytest.raises(ModularityError, match="W&B directory .*wandb' is not writable"):
         RunLogger(cfg.logger, cfg, tmp_path)
+
+
+def test_an_export_that_would_fill_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from modularity import artefacts
+    from modularity.checkpoint import export_run
+
+    run = _pruning_run(tmp_path / "run")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(artefacts.shutil, "disk_usage", lambda path: usage(10**6, 10**6, 1000))
+    needs = r"the checkpoint needs about [\d.]+ MB but .* 0.0 MB free"
+    with pytest.raises(ModularityError, match=needs):
+        export_run(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))
