@@ -30,7 +30,6 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # functional form where a name is a Python keyword or starts with a digit.
 Scope = Enum("Scope", {"layer": "layer", "global": "global"})
 AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
-Scorer = Enum("Scorer", {n: n for n in ("mad", "abs", "std", "rms", "freq", "mean", "random")})
 Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
 DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
@@ -109,7 +108,7 @@ class SelectionConfig:
 
 @dataclass
 class ScoringConfig:
-    scorer: Scorer = Scorer["mad"]
+    scorer: str = "mad"  # any name registered in modularity.neurons.scoring
     eps: float = 1e-6
     seed: int = 0  # for the random scorer
 
