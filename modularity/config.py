@@ -23,6 +23,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from modularity.verdicts import VerdictConfig
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -141,6 +143,7 @@ class Config:
     # adds one); logger, checkpointing and model summary are always off for these loops.
     trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)  # modularity.verdicts
     logger: Any = None
     seed: int = 0
     output_dir: str | None = None  # set by the entry point; the API picks one if None

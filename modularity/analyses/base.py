@@ -44,7 +44,9 @@ class Row:
     ``measure`` the evaluation metric it is computed from (``top1``, ``loss``, ...), if any;
     ``variant`` which side or control it belongs to (``task``/``reference``, a clustering);
     ``partner`` the other member of a pair (a second task, a compared model). ``low``/``high``
-    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on.
+    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on;
+    ``label`` says in words what it supports (an effect's verdict, a selection's stability
+    flag: ``modularity.verdicts``).
     """
 
     metric: str
@@ -58,6 +60,7 @@ class Row:
     high: float = math.nan
     p_value: float = math.nan
     n: float = math.nan
+    label: str = ""
 
 
 ROW_COLUMNS = [f.name for f in fields(Row)]
