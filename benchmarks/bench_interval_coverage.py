@@ -26,7 +26,7 @@ BOOTSTRAP_MAX_UNITS = 100  # beyond this its resampling makes the table slow to 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repetitions", type=int, default=2000, help="per size and check")
+    parser.add_argument("--repetitions", type=int, default=1000, help="per size and check")
     parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="units per side")
     parser.add_argument("--size-sigma", type=float, default=1.0, help="log-normal length sd")
     parser.add_argument("--seed", type=int, default=0)

@@ -3,11 +3,16 @@ correct them by Holm over the tasks they count, the console says why an interval
 missing."""
 
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
+import pytest
+from omegaconf import OmegaConf
 
+import modularity
 from modularity.analyses.base import Row
 from modularity.analyses.prune import Prune, console_summary
+from modularity.tidy import lower_median
 from modularity.verdicts import UNSTABLE
 
 
@@ -76,3 +81,20 @@ def test_console_says_why_there_is_no_interval():
     assert "+5.00 [no interval]" in text and "inconclusive" in text
     assert "no interval: 2 evaluation unit(s) on a side, fewer than 3" in text
     assert "stability of the selection: 0.50 (unstable selection)" in text
+
+
+EXPERIMENTS = sorted((Path(modularity.__file__).parent / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_each_experiments_headline_fraction_is_the_one_its_summary_reports(path):
+    """The summary's headline is the lower median of the swept fractions: in every
+    experiment that is the fraction it declares (``selection.fraction``, or its base's)."""
+    cfg = OmegaConf.load(path)
+    swept = OmegaConf.select(cfg, "hydra.sweeper.params")["selection.fraction"]
+    fractions = pd.Series([float(f) for f in str(swept).split(",")])
+    declared = OmegaConf.select(cfg, "selection.fraction")
+    if declared is None:  # inherits from the experiment it extends
+        base = next(d for d in cfg.defaults if isinstance(d, str) and d.startswith("embedded"))
+        declared = OmegaConf.load(path.parent / f"{base}.yaml").selection.fraction
+    assert lower_median(fractions) == pytest.approx(float(declared))
