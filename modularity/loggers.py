@@ -20,7 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from modularity.analyses.base import analysis_name
+from modularity.artefacts import writable_directory
 from modularity.config import choice
+from modularity.optional import require
 
 # Rows whose value goes to the W&B run summary (with their interval) as headline numbers.
 SUMMARY_METRICS = ("effect", "drop", "stability", "jaccard", "mantel_r", "alignment_z_by_depth")
@@ -66,6 +68,8 @@ class RunLogger:
         if logger_cfg:
             overrides: dict[str, Any] = {"save_dir": str(run_dir)}
             if str(logger_cfg.get("_target_", "")).endswith("WandbLogger"):
+                require("wandb")
+                writable_directory(Path(run_dir) / "wandb", "W&B directory")
                 overrides["offline"] = wandb_offline()
                 logger_cfg = OmegaConf.merge(logger_cfg, {})
                 with open_dict(logger_cfg):

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from modularity.artefacts import writable_directory
 from modularity.config import choice
 from modularity.errors import ConfigError
+from modularity.optional import parquet_engine
+from modularity.outputs import write_csv, write_parquet
 
 if TYPE_CHECKING:
     from modularity.loggers import RunLogger
@@ -183,8 +185,8 @@ def import_recorded_analysis(run_dir: Path) -> None:
     target = OmegaConf.select(OmegaConf.load(saved), "analysis._target_")
     if target:
         try:
-            get_class(str(target))
-        except (ImportError, AttributeError, ValueError) as err:
+            _locate_class(str(target))
+        except (ImportError, ConfigError) as err:
             log.warning("cannot import the analysis %s recorded in %s: %s", target, saved, err)
 
 
@@ -193,13 +195,30 @@ def analysis_name(cfg: DictConfig) -> str:
     return short_name(str(cfg.analysis["_target_"]))
 
 
+def _locate_class(target: str) -> Any:
+    """The class a dotted ``_target_`` names. Not Hydra's ``get_class``: its wrapper turns
+    a missing optional package (faiss for moefy) into a page of chained import errors."""
+    import importlib
+
+    module_name, _, name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not module_name.startswith(err.name):
+            raise  # a package the module itself imports: say which, not the target
+        raise ConfigError(f"analysis._target_={target!r}: no module {module_name!r}") from err
+    if not hasattr(module, name):
+        raise ConfigError(f"analysis._target_={target!r}: {module_name} has no {name!r}")
+    return getattr(module, name)
+
+
 def load_analysis(node: DictConfig) -> Analysis:
     """The analysis object ``node`` describes, its parameters checked against its dataclass."""
     params = OmegaConf.to_container(node, resolve=True)
     target = params.pop("_target_", None)
     if not target:
         raise ConfigError("analysis needs a _target_ (choose one with analysis=<name>)")
-    cls = get_class(target)
+    cls = _locate_class(str(target))
     if not (isinstance(cls, type) and issubclass(cls, Analysis)):
         raise ConfigError(f"analysis._target_={target!r} is not a modularity Analysis")
     try:
@@ -233,8 +252,7 @@ class RunContext:
 
     def table(self, name: str, frame: pd.DataFrame, index: bool = False) -> Path:
         """Write ``frame`` as ``<name>.csv`` and send it to the logger as a table."""
-        path = self.out / f"{name}.csv"
-        frame.to_csv(path, index=index)
+        path = write_csv(self.out / f"{name}.csv", frame, index=index)
         self.logger.table(name, frame.reset_index() if index else frame)
         return path
 
@@ -245,8 +263,8 @@ class RunContext:
     def save(self, rows: list[Row]) -> pd.DataFrame:
         """Write the tidy table of the run and log its headline numbers."""
         frame = rows_frame(rows, self.cfg)
-        frame.to_csv(self.out / RESULTS, index=False)
-        frame.to_parquet(self.out / "results.parquet", index=False)
+        write_csv(self.out / RESULTS, frame, index=False)
+        write_parquet(self.out / "results.parquet", frame)
         self.logger.results(frame)
         return frame
 
@@ -274,18 +292,6 @@ def default_output_dir(cfg: DictConfig) -> Path:
     )
 
 
-def writable_directory(path: Path) -> Path:
-    """Create ``path`` and prove it takes files, before anything is computed."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"run directory {str(path)!r} is not writable ({err.strerror})") from err
-    return path
-
-
 def record_config(cfg: DictConfig, out: Path) -> None:
     """Save the config as Hydra does (``.hydra/config.yaml``) for a run started from Python,
     so ``modularity.export`` and ``modularity.report`` read it like any run directory.
@@ -311,6 +317,7 @@ def execute(cfg: DictConfig) -> RunResult:
     check_config(cfg)
     analysis = load_analysis(cfg.analysis)
     analysis.check(cfg)
+    parquet_engine()
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
