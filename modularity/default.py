@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {INTERRUPTED}; finished jobs are kept", file=sys.stderr)
         sys.exit(130)
     frame, unreadable = report(args.out)
-    failures.update({line.split(": ", 1)[0]: "unreadable results" for line in unreadable})
+    failures.update(dict(line.split(": ", 1) for line in unreadable))
     summary = write_summary(
         frame, args.out, failures, time.perf_counter() - start, f"modularity: {args.plan} plan"
     )

@@ -16,6 +16,8 @@ from omegaconf import DictConfig
 
 from modularity.config import Config, group_options, load_task_config
 from modularity.errors import ConfigError
+from modularity.neurons.scoring import check_scorer
+from modularity.verdicts import check_verdict_config
 
 # Nodes of the schema that hold free-form mappings (passed to a library or a data source).
 OPEN_NODES = {"analysis", "trainer", "logger", "hydra"}
@@ -128,8 +130,10 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("collect_size", "eval_size", "block_size"):
         _positive(f"data.{key}", cfg.data[key])
     _positive("model.batch_size", cfg.model.batch_size)
+    check_scorer(cfg.scoring.scorer)
     if cfg.layers is not None and not cfg.layers:
         raise ConfigError("layers=[] selects nothing; give layer indices, or null for all")
+    check_verdict_config(cfg.verdict)
     check_task(cfg.task)
     for name in cfg.tasks:
         check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")

@@ -64,6 +64,7 @@ CONFIG_ERRORS = [
     (["analysis=moefy", "analysis.n_null=0"], "analysis.n_null=0"),
     (["analysis=match", "analysis.target_ratio=2"], "target_ratio=2.0"),
     (["task=nonexistent"], "nonexistent"),
+    (["scoring.scorer=variance"], "unknown scorer 'variance'; valid: mad, abs"),
 ]
 
 

@@ -46,7 +46,9 @@ class Row:
     ``measure`` the evaluation metric it is computed from (``top1``, ``loss``, ...), if any;
     ``variant`` which side or control it belongs to (``task``/``reference``, a clustering);
     ``partner`` the other member of a pair (a second task, a compared model). ``low``/``high``
-    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on.
+    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on;
+    ``label`` says in words what it supports (an effect's verdict, a selection's stability
+    flag: ``modularity.verdicts``).
     """
 
     metric: str
@@ -60,6 +62,7 @@ class Row:
     high: float = math.nan
     p_value: float = math.nan
     n: float = math.nan
+    label: str = ""
 
 
 ROW_COLUMNS = [f.name for f in fields(Row)]
@@ -109,6 +112,12 @@ class Analysis:
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register every analysis under its short name (its module's last part), so
+        ``report`` and ``summary.md`` find analyses defined outside this package too."""
+        super().__init_subclass__(**kwargs)
+        _ANALYSES[cls.__module__.rsplit(".", 1)[-1]] = cls
+
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
         """Markdown lines for ``summary.md`` from this analysis's rows of one model (any
@@ -136,24 +145,54 @@ class Analysis:
         raise NotImplementedError
 
 
-def analysis_class(name: str) -> type[Analysis]:
-    """The Analysis subclass of module ``modularity.analyses.<name>``."""
-    import importlib
+_ANALYSES: dict[str, type[Analysis]] = {}
+ENTRY_POINT_GROUP = "modularity.analyses"
 
-    module = importlib.import_module(f"modularity.analyses.{name}")
-    found = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, Analysis) and obj.__module__ == module.__name__
-    ]
-    if len(found) != 1:
-        raise ConfigError(f"module modularity.analyses.{name} defines {len(found)} analyses")
-    return found[0]
+
+def short_name(target: str) -> str:
+    """An analysis's short name from its ``_target_``: the module's last part
+    (``modularity.analyses.prune.Prune`` -> ``prune``)."""
+    return target.rsplit(".", 2)[-2]
+
+
+def analysis_class(name: str) -> type[Analysis]:
+    """The Analysis registered as ``name``: one already imported (e.g. by a run's recorded
+    ``_target_``), one of this package's, or one an installed package declares under the
+    ``modularity.analyses`` entry-point group."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    if name not in _ANALYSES:
+        try:
+            importlib.import_module(f"modularity.analyses.{name}")
+        except ModuleNotFoundError:
+            for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
+                entry.load()
+    if name not in _ANALYSES:
+        raise ConfigError(
+            f"no analysis named {name!r} is importable; valid: {', '.join(sorted(_ANALYSES))} "
+            f"(an outside analysis is found from the run's recorded _target_ or the "
+            f"{ENTRY_POINT_GROUP!r} entry-point group)"
+        )
+    return _ANALYSES[name]
+
+
+def import_recorded_analysis(run_dir: Path) -> None:
+    """Import the analysis a run recorded in ``.hydra/config.yaml``, registering it."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return
+    target = OmegaConf.select(OmegaConf.load(saved), "analysis._target_")
+    if target:
+        try:
+            _locate_class(str(target))
+        except (ImportError, ConfigError) as err:
+            log.warning("cannot import the analysis %s recorded in %s: %s", target, saved, err)
 
 
 def analysis_name(cfg: DictConfig) -> str:
     """The analysis's short name: its module (``modularity.analyses.prune.Prune`` -> prune)."""
-    return str(cfg.analysis["_target_"]).rsplit(".", 2)[-2]
+    return short_name(str(cfg.analysis["_target_"]))
 
 
 def _locate_class(target: str) -> Any:
