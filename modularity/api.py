@@ -17,8 +17,6 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from modularity.errors import ConfigError
-
 # Friendly keyword names for the settings a notebook changes most.
 ALIASES = {
     "scorer": "scoring",
@@ -144,23 +142,23 @@ def ablate(
     mask: torch.Tensor,
     mode: str = "zero",
     means: torch.Tensor | None = None,
+    site: str = "mlp",
 ) -> Iterator[torch.nn.Module]:
-    """Ablate the neurons in ``mask`` (``[layers, neurons]`` bool) of a Hugging Face model
-    you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
+    """Ablate the units of ``site`` in ``mask`` (``[layers, units]`` bool) of a Hugging Face
+    model you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
 
-    ``mode="mean"`` replaces them by ``means`` (``[layers, neurons]``) instead of zero.
+    ``site`` is ``mlp`` (MLP neurons), ``attn`` (attention neurons, the attention output
+    projection's input columns) or ``heads`` (whole heads). ``mode="mean"`` replaces them by
+    ``means`` (``[layers, columns]`` of that input; for heads the attention neurons' means)
+    instead of zero.
     """
     from modularity.models.adapter import ModelAdapter
     from modularity.neurons.masks import ablate as ablate_sites
+    from modularity.neurons.sites import check_unit_mask
 
     adapter = ModelAdapter.for_model(model)
-    expected = (adapter.n_layers, adapter.n_neurons)
-    if tuple(mask.shape) != expected or mask.dtype != torch.bool:
-        raise ConfigError(
-            f"mask must be a bool tensor of shape {expected} (layers, neurons) for this "
-            f"{type(model).__name__}; got {mask.dtype} {tuple(mask.shape)}"
-        )
-    with ablate_sites(adapter, mask, mode, means):
+    mask = check_unit_mask(adapter, site, mask)
+    with ablate_sites(adapter, mask, mode, means, site):
         yield model
 
 

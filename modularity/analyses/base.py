@@ -71,6 +71,7 @@ SETTING_COLUMNS = [
     "scorer",
     "ablation",
     "layers",
+    "site",
     "reference_excludes",
 ]
 
@@ -88,6 +89,7 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
         "scorer": choice(cfg.scoring.scorer),
         "ablation": choice(cfg.ablation.mode),
         "layers": "all" if layers is None else ",".join(str(i) for i in layers),
+        "site": choice(cfg.site),
         "reference_excludes": choice(cfg.data.exclude_from_reference),
     }
 
@@ -106,6 +108,7 @@ class Analysis:
     so a bad value is rejected before anything runs) and implement :meth:`run`."""
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
+    sites: ClassVar[tuple[str, ...]] = ("mlp", "attn", "heads")  # the ``site`` values it serves
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
@@ -129,6 +132,12 @@ class Analysis:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"tasks lists {repeated} more than once; give each task once")
+        site = choice(cfg.site)
+        if site not in self.sites:
+            raise ConfigError(
+                f"analysis={analysis_name(cfg)} works on site={'|'.join(self.sites)}, not "
+                f"site={site}"
+            )
 
     def run(self, ctx: RunContext) -> list[Row]:
         raise NotImplementedError
