@@ -5,11 +5,14 @@ Mistral with fewer key/value heads than query heads: statistics, ablation, resto
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
+from safetensors.torch import load_file
 from tiny_models import FAMILIES, inputs_for
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoModelForCausalLM, AutoModelForImageClassification
@@ -382,3 +385,59 @@ def test_neuron_hooks_on_a_site_read_its_module_input():
     ):
         loaded.model(**inputs_for(loaded))
     assert seen[1].shape[-1] == loaded.adapter.attention_width
+
+
+# --------------------------------------------------------------------------- runs
+
+SMALL = ["data.collect_size=256", "data.eval_size=256", "data.block_size=64"]
+
+
+@pytest.mark.slow
+def test_prune_on_attention_neurons_exports_what_it_evaluated(make_cfg, tmp_path):
+    """A run with site=attn selects attention neurons, its rows say so, and its export
+    (mean ablation folded into the projection's bias) reproduces the ablated model's logits."""
+    from modularity.api import export
+    from modularity.run import run
+
+    cfg = make_cfg("model=tiny_vit", "task=digits-3", *SMALL, "site=attn", "ablation.mode=mean")
+    result = run(cfg)
+    mask = result.extras["mask"]
+    assert mask.shape == (2, 32) and mask.sum(1).tolist() == [2, 2]  # 5% of 32, rounded
+    assert set(result.rows.site) == {"attn"}
+    assert (result.rows.metric == "stability").any()
+    report = export(result.out_dir, tmp_path / "export")
+    assert (report.site, report.structure) == ("attn", "zeroed")
+    loaded = load_model(load_model_config("tiny_vit"))
+    means = load_file(result.out_dir / "scores.safetensors")["means"]
+    with ablate(loaded.adapter, mask, "mean", means, site="attn"):
+        masked = logits(loaded)
+    with torch.no_grad():
+        exported = reload(loaded, tmp_path / "export")(**inputs_for(loaded)).logits
+    assert (exported - masked).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_pipeline_collects_several_sites_once_and_caches_each(make_cfg, monkeypatch):
+    from modularity import pipeline
+    from modularity.pipeline import Pipeline
+
+    cfg = make_cfg("model=tiny_gpt2", *SMALL, "site=heads")
+    pipe = Pipeline(cfg)
+    calls = []
+    collect = pipeline.collect_statistics
+    monkeypatch.setattr(
+        pipeline, "collect_statistics", lambda *a, **k: calls.append(k["sites"]) or collect(*a, **k)
+    )
+    task = pipe.main_task()
+    stats = pipe.site_statistics(task, ("mlp", "attn", "heads"))
+    assert calls == [("mlp", "attn", "heads")]
+    assert [stats[s].full.shape for s in ("mlp", "attn", "heads")] == [(2, 128), (2, 32), (2, 4)]
+    assert pipe.statistics(task).full.shape == (2, 4)  # the run's site, from the cache
+    assert pipe.ablation_means(task).shape == (2, 32)  # heads are replaced by attn means
+    assert calls == [("mlp", "attn", "heads")]
+    sites = [
+        json.loads(meta.read_text())["meta"].get("site")
+        for meta in Path(cfg.cache.dir).glob("*/meta.json")
+        if json.loads(meta.read_text())["meta"]["kind"] == "stats"
+    ]
+    assert sorted(sites) == ["attn", "heads", "mlp"]
