@@ -259,12 +259,15 @@ class Pipeline:
         scoring = self.cfg.scoring
         return score_neurons(task, reference, choice(scoring.scorer), scoring.eps, scoring.seed)
 
-    def select(self, task: DataSpec, fraction: float | None = None) -> Selection:
-        """Score ``task`` against its reference, select the top fraction, and measure the
-        selection's split-half stability from the two halves of both collections."""
+    def select(
+        self, task: DataSpec, fraction: float | None = None, site: str | None = None
+    ) -> Selection:
+        """Score ``task``'s units of ``site`` (default: the run's) against its reference,
+        select the top fraction, and measure the selection's split-half stability from the
+        two halves of both collections."""
         fraction = self.cfg.selection.fraction if fraction is None else fraction
-        task_stats = self.statistics(task)
-        ref_stats = self.statistics(self.reference_of(task))
+        task_stats = self.statistics(task, site)
+        ref_stats = self.statistics(self.reference_of(task), site)
 
         def pick(t: NeuronStats, r: NeuronStats) -> tuple[torch.Tensor, torch.Tensor]:
             scores = self.scores(t, r)
@@ -310,17 +313,20 @@ class Pipeline:
         reference: DataSpec,
         mask: torch.Tensor | None = None,
         sides: tuple[str, ...] = ("task", "reference"),
+        site: str | None = None,
     ) -> dict[str, UnitSums]:
-        """Per-unit metric sums on the evaluation splits, with ``mask`` ablated."""
+        """Per-unit metric sums on the evaluation splits, with ``mask`` (units of ``site``,
+        default: the run's) ablated."""
+        site = self.site if site is None else site
         frequent = self.frequent_tokens(reference)
         specs = {"task": task, "reference": reference}
         means = None
         if mask is not None and choice(self.cfg.ablation.mode) == "mean":
-            means = self.ablation_means(reference)
+            means = self.ablation_means(reference, site)
         masked = (
             nullcontext()
             if mask is None
-            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means, self.site)
+            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means, site)
         )
         out = {}
         with masked:
@@ -330,11 +336,12 @@ class Pipeline:
                 out[side] = evaluate(self.loaded, loader, units, self.cfg.trainer, frequent, stage)
         return out
 
-    def ablation_means(self, reference: DataSpec) -> torch.Tensor:
-        """What mean ablation puts in place of the run's site's units: the reference means of
-        the site's module input columns (``[layers, columns]``; for heads the attention
-        neurons' means)."""
-        return self.statistics(reference, site_of(self.site).means_site).full.mean
+    def ablation_means(self, reference: DataSpec, site: str | None = None) -> torch.Tensor:
+        """What mean ablation puts in place of ``site``'s units (default: the run's): the
+        reference means of the site's module input columns (``[layers, columns]``; for heads
+        the attention neurons' means)."""
+        site = self.site if site is None else site
+        return self.statistics(reference, site_of(site).means_site).full.mean
 
     def baseline(self, task: DataSpec, reference: DataSpec) -> dict[str, UnitSums]:
         """Unpruned per-unit sums, cached per side: every fraction of a sweep shares them,
