@@ -108,7 +108,7 @@ class Analysis:
     so a bad value is rejected before anything runs) and implement :meth:`run`."""
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
-    sites: ClassVar[tuple[str, ...]] = ("mlp", "attn", "heads")  # the ``site`` values it serves
+    supported_sites: ClassVar[tuple[str, ...]] = ("mlp", "attn", "heads")  # ``site`` values
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
@@ -133,10 +133,10 @@ class Analysis:
         if repeated:
             raise ConfigError(f"tasks lists {repeated} more than once; give each task once")
         site = choice(cfg.site)
-        if site not in self.sites:
+        if site not in self.supported_sites:
             raise ConfigError(
-                f"analysis={analysis_name(cfg)} works on site={'|'.join(self.sites)}, not "
-                f"site={site}"
+                f"analysis={analysis_name(cfg)} works on site="
+                f"{'|'.join(self.supported_sites)}, not site={site}"
             )
 
     def run(self, ctx: RunContext) -> list[Row]:

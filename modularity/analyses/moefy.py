@@ -51,7 +51,7 @@ Device = Enum("Device", {n: n for n in ("auto", "cpu", "cuda")})
 class Moefy(Analysis):
     """``analysis=moefy``: experts per layer; with ``tasks=[...]``, their alignment."""
 
-    sites: ClassVar[tuple[str, ...]] = ("mlp",)  # experts are clusters of MLP neurons
+    supported_sites: ClassVar[tuple[str, ...]] = ("mlp",)  # experts cluster MLP neurons
 
     experts: int | None = None  # None: d_mlp // neurons_per_expert
     neurons_per_expert: int = 32
