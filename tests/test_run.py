@@ -73,7 +73,7 @@ def small(command: str) -> str:
     extra = IMAGE_SIZES if image else TEXT_SIZES
     extra = [*extra, "trainer.enable_progress_bar=false"]
     analysis = next((w.split("=", 1)[1] for w in words if w.startswith("analysis=")), "prune")
-    if analysis == "prune":
+    if analysis in ("prune", "sites") or "experiment=embedded_fashion_sites" in words:
         extra += FEW_RESAMPLES
     return command + " " + " ".join(shlex.quote(e) for e in extra)
 

@@ -393,23 +393,34 @@ SMALL = ["data.collect_size=256", "data.eval_size=256", "data.block_size=64"]
 
 
 @pytest.mark.slow
-def test_prune_on_attention_neurons_exports_what_it_evaluated(make_cfg, tmp_path):
-    """A run with site=attn selects attention neurons, its rows say so, and its export
-    (mean ablation folded into the projection's bias) reproduces the ablated model's logits."""
-    from modularity.api import export
-    from modularity.run import run
+def test_prune_on_attention_neurons_exports_what_it_evaluated(tmp_path):
+    """``modularity.prune(..., site="attn")`` selects attention neurons, its rows say so,
+    and its export (mean ablation folded into the projection's bias) reproduces the ablated
+    model's logits."""
+    import modularity
 
-    cfg = make_cfg("model=tiny_vit", "task=digits-3", *SMALL, "site=attn", "ablation.mode=mean")
-    result = run(cfg)
-    mask = result.extras["mask"]
+    result = modularity.prune(
+        "tiny_vit",
+        "digits-3",
+        0.05,
+        site="attn",
+        ablation="mean",
+        collect_size=256,
+        eval_size=256,
+        cache_dir=str(tmp_path / "cache"),
+        progress_bar=False,
+        run_dir=tmp_path / "run",
+    )
+    mask = result.mask
     assert mask.shape == (2, 32) and mask.sum(1).tolist() == [2, 2]  # 5% of 32, rounded
     assert set(result.rows.site) == {"attn"}
     assert (result.rows.metric == "stability").any()
-    report = export(result.out_dir, tmp_path / "export")
+    report = modularity.export(result, tmp_path / "export")
     assert (report.site, report.structure) == ("attn", "zeroed")
     loaded = load_model(load_model_config("tiny_vit"))
-    means = load_file(result.out_dir / "scores.safetensors")["means"]
-    with ablate(loaded.adapter, mask, "mean", means, site="attn"):
+    means = load_file(result.run_dir / "scores.safetensors")["means"]
+    assert means.shape == (2, 32)
+    with modularity.ablate(loaded.model, mask, "mean", means, site="attn"):
         masked = logits(loaded)
     with torch.no_grad():
         exported = reload(loaded, tmp_path / "export")(**inputs_for(loaded)).logits
