@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_interval_coverage.py
 	$(BIN)/python benchmarks/bench_kmeans.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_sites.py
 
 # Every recipe in modularity/zoo/conf/recipe, with its checkpoints; deterministic on a given
 # machine and library versions, so it also regenerates the checkpoints .gitignore leaves out.

@@ -173,20 +173,26 @@ def ablate(
     mask: torch.Tensor,
     mode: str = "zero",
     means: torch.Tensor | None = None,
+    site: str = "mlp",
 ) -> Iterator[torch.nn.Module]:
-    """Ablate the neurons in ``mask`` (``[layers, neurons]`` bool) of a Hugging Face model
-    you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
+    """Ablate the units of ``site`` in ``mask`` (``[layers, units]`` bool) of a Hugging Face
+    model you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
 
-    ``mode="mean"`` replaces them by ``means`` (``[layers, neurons]``) instead of zero.
+    ``site`` is ``mlp`` (MLP neurons), ``attn`` (attention neurons, the attention output
+    projection's input columns) or ``heads`` (whole heads). ``mode="mean"`` replaces them by
+    ``means`` (``[layers, columns]`` of that input; for heads the attention neurons' means)
+    instead of zero.
     """
-    from modularity.checkpoint import checked_mask, checked_means
+    from modularity.checkpoint import checked_means
     from modularity.models.adapter import ModelAdapter
     from modularity.neurons.masks import ablate as ablate_sites
+    from modularity.neurons.sites import check_unit_mask, column_mask
 
     adapter = ModelAdapter.for_model(model)
-    mask = checked_mask(mask, adapter)
-    means = checked_means(mode, means, adapter)
-    with ablate_sites(adapter, mask, mode, means):
+    mask = check_unit_mask(adapter, site, mask)
+    columns = column_mask(adapter, site, mask).shape[1]
+    means = checked_means(mode, means, adapter, columns)
+    with ablate_sites(adapter, mask, mode, means, site):
         yield model
 
 

@@ -42,6 +42,7 @@ from modularity.verdicts import (
 )
 
 log = logging.getLogger(__name__)
+UNIT_NAMES = {"mlp": "neurons", "attn": "attention neurons", "heads": "heads"}
 
 
 @dataclass
@@ -55,7 +56,7 @@ class Prune(Analysis):
         selection = pipe.select(task)
         saved = {"scores": selection.scores, "mask": selection.mask}
         if choice(cfg.ablation.mode) == "mean":  # what export needs to fold the means in
-            saved["means"] = pipe.statistics(reference).full.mean
+            saved["means"] = pipe.ablation_means(reference)
         write_tensors(ctx.out / "scores.safetensors", saved)
         before = pipe.baseline(task, reference)
         after = pipe.evaluate(task, reference, selection.mask)
@@ -72,8 +73,8 @@ class Prune(Analysis):
             plot_layer_counts(
                 ctx.out / "layer_counts.png",
                 counts,
-                pipe.adapter.n_neurons,
-                ctx.title(f"{task.name} neurons per layer"),
+                pipe.n_units,
+                ctx.title(f"{task.name} {UNIT_NAMES[pipe.site]} per layer"),
             ),
         )
         write_json(ctx.out / "metrics.json", nested_metrics(rows))
