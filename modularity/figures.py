@@ -19,7 +19,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 DEPTH_ORDER = ("early", "middle", "late")
-CLUSTERING_STYLE = {"balanced": ("C0", "-o"), "plain": ("C1", "--s"), "random": ("0.5", ":^")}
+CLUSTERING_STYLE = {
+    "kmeans": ("C0", "-o"),
+    "coactivation": ("C2", "-D"),
+    "plain": ("C1", "--s"),
+    "random": ("0.5", ":^"),
+}
 
 
 def save(fig: Any, path: Path) -> Path:
