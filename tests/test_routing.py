@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 
 from modularity.algorithms.kmeans import random_partition
 from modularity.config import load_model_config
 from modularity.errors import ConfigError
+from modularity.models.adapter import ModelAdapter
 from modularity.models.loading import load_model
 from modularity.neurons.masks import neuron_hooks
 from modularity.routing.hooks import RoutedLayer, routed
@@ -26,9 +30,11 @@ E = 8  # 64 neurons -> 8 experts of 8
 
 @pytest.fixture
 def llama():
-    loaded = load_model(load_model_config("tiny_llama"))
-    loaded.model.eval()
-    return loaded
+    """A private copy of the tiny Llama: these tests change its modules, and load_model
+    hands every caller the same cached model."""
+    shared = load_model(load_model_config("tiny_llama"))
+    model = copy.deepcopy(shared.model).eval()
+    return dataclasses.replace(shared, model=model, adapter=ModelAdapter.for_model(model))
 
 
 def add_biases(adapter, layer: int) -> None:
@@ -130,9 +136,10 @@ def test_the_oracle_captures_the_most_mass_and_the_mlp_router_is_seeded(llama):
     keep = adapter.blocks[0].mlp.up_proj.register_forward_pre_hook(
         lambda _m, args: inputs.append(args[0].reshape(-1, 32))
     )
-    with neuron_hooks(
-        adapter, lambda layer, a: h.append(a.reshape(-1, 64)) if layer == 0 else None
-    ), torch.no_grad():
+    with (
+        neuron_hooks(adapter, lambda layer, a: h.append(a.reshape(-1, 64)) if layer == 0 else None),
+        torch.no_grad(),
+    ):
         llama.model(input_ids=torch.randint(3, 259, (16, 12)))
     keep.remove()
     x, acts = torch.cat(inputs), torch.cat(h)
@@ -154,3 +161,32 @@ def test_bad_k_and_router_names_fail_in_one_line(llama):
         top_experts(torch.zeros(3, E), 9)
     with pytest.raises(ConfigError, match="similarity, mlp, oracle"):
         build_router("nearest", torch.zeros(64, dtype=torch.long), torch.zeros(64, 32), E)
+
+
+def test_moefy_api_routes_a_loaded_model_from_data_and_oracle_all_is_dense(llama):
+    import modularity
+
+    batch = inputs_for(llama)
+    dense = llama.model(**batch).logits
+    data = torch.randint(3, 259, (6, 16), generator=torch.Generator().manual_seed(0))
+    model = modularity.moefy(
+        llama.model, 0.25, method="coactivation", router="mlp", experts=8, data=data
+    )
+    assert model is llama.model and isinstance(model.model.layers[1].mlp, RoutedGatedMLP)
+    assert model.model.layers[0].mlp.k == 2
+    sparse = model(**batch).logits
+    assert sparse.shape == dense.shape and not torch.allclose(sparse, dense, atol=1e-3)
+    unroute_model(llama.adapter)
+    modularity.moefy(llama.model, 1.0, router="oracle", experts=8)
+    assert (llama.model(**batch).logits - dense).abs().max() <= 1e-5
+
+
+def test_moefy_api_names_what_is_missing(llama):
+    import modularity
+
+    with pytest.raises(ConfigError, match="needs data"):
+        modularity.moefy(llama.model, method="coactivation")
+    with pytest.raises(ConfigError, match="kmeans, coactivation, random"):
+        modularity.moefy(llama.model, method="metis")
+    with pytest.raises(ConfigError, match="share in"):
+        modularity.moefy(llama.model, 9, experts=8)

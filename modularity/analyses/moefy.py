@@ -47,7 +47,6 @@ from modularity.analyses.routed_quality import (
     by_depth,
     captured_rows,
     captured_table,
-    experts_per_token,
     layer_routers,
     mlp_against_similarity,
     plot_routed_quality,
@@ -65,7 +64,7 @@ from modularity.figures import (
 from modularity.neurons.selection import check_layers
 from modularity.outputs import format_interval, format_markdown, write_tensors
 from modularity.routing.hooks import RoutedLayer
-from modularity.routing.routers import ROUTERS
+from modularity.routing.routers import ROUTERS, experts_per_token
 from modularity.tidy import panels
 
 log = logging.getLogger(__name__)

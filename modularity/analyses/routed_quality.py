@@ -35,7 +35,14 @@ from modularity.evaluate import UnitSums, evaluate
 from modularity.figures import CLUSTERING_STYLE, plt, save
 from modularity.pipeline import DataSpec, Pipeline
 from modularity.routing.hooks import RoutedLayer, routed
-from modularity.routing.routers import Router, build_router, captured_mass, expert_mass, membership
+from modularity.routing.routers import (
+    Router,
+    build_router,
+    captured_mass,
+    expert_mass,
+    experts_per_token,
+    membership,
+)
 from modularity.routing.sample import TokenSample, routing_pass
 
 
@@ -48,11 +55,6 @@ def parse_routing(label: str) -> tuple[str, str, float]:
     method, rest = label.split("/", 1)
     router, share = rest.split("@", 1)
     return method, router, float(share)
-
-
-def experts_per_token(share: float, n_experts: int) -> int:
-    """k for a share of the experts: rounded, at least one."""
-    return min(n_experts, max(1, round(share * n_experts)))
 
 
 @dataclass

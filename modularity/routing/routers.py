@@ -34,6 +34,11 @@ def expert_mass(activations: torch.Tensor, members: torch.Tensor) -> torch.Tenso
     return activations.float().abs() @ members.to(activations.device)
 
 
+def experts_per_token(share: float, n_experts: int) -> int:
+    """k for a share of the experts: rounded, at least one."""
+    return min(n_experts, max(1, round(share * n_experts)))
+
+
 def top_experts(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Bool ``[..., E]``: the ``k`` highest-scoring experts of each token."""
     if not 1 <= k <= scores.shape[-1]:
