@@ -37,6 +37,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py
 	$(BIN)/python benchmarks/bench_kmeans.py
+	$(BIN)/python benchmarks/bench_routed.py
 	$(BIN)/python benchmarks/bench_sweep.py
 
 # Every recipe in modularity/zoo/conf/recipe, with its checkpoints; deterministic on a given
