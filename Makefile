@@ -36,9 +36,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py
+	$(BIN)/python benchmarks/bench_interval_coverage.py
 	$(BIN)/python benchmarks/bench_kmeans.py
 	$(BIN)/python benchmarks/bench_routed.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_sites.py
 
 # Every recipe in modularity/zoo/conf/recipe, with its checkpoints; deterministic on a given
 # machine and library versions, so it also regenerates the checkpoints .gitignore leaves out.

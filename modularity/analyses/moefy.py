@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -82,6 +83,8 @@ class Moefy(Analysis):
     """``analysis=moefy``: experts per layer by each method; with ``tasks``, their alignment;
     with ``routers``, routed inference quality."""
 
+    supported_sites: ClassVar[tuple[str, ...]] = ("mlp",)  # experts cluster MLP neurons
+
     experts: int | None = None  # None: d_mlp // neurons_per_expert
     neurons_per_expert: int = 32
     weights: Weights = Weights["auto"]
@@ -94,7 +97,6 @@ class Moefy(Analysis):
     ladder: list[float] = field(default_factory=lambda: [0.125, 0.25, 0.5, 1.0])
     routing_tokens: int = 4096  # tokens sampled to train routers / judge them held out
     router_epochs: int = 10
-    resamples: int = 2000
     n_iter: int = 20
     n_null: int = 1000
     top_k: int = 1
@@ -109,7 +111,6 @@ class Moefy(Analysis):
             "top_k",
             "routing_tokens",
             "router_epochs",
-            "resamples",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"analysis.{name}={getattr(self, name)} must be >= 1")
@@ -293,7 +294,7 @@ class Moefy(Analysis):
             reference = pipe.reference_of(task)
             selected = pipe.select(task).mask
             sides.append(TaskSides(name, task, reference, pipe.baseline(task, reference), selected))
-        evaluation = RoutedEvaluation(pipe, sides, self.resamples, cfg.seed)
+        evaluation = RoutedEvaluation(pipe, sides, cfg.verdict)
         ladder = sorted(set(self.ladder))
         rows: list[Row] = []
         for method, clustering in labels.items():
@@ -363,7 +364,7 @@ class Moefy(Analysis):
                     out / f"routed_quality{suffix}.png", top1, quality_table(group, "loss"), title
                 )
             )
-        return paths
+        return [path for path in paths if path is not None]
 
     def alignment(
         self,

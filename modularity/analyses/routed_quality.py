@@ -2,7 +2,7 @@
 
 For each way of building experts and each router, the model runs with only the top-k
 experts of every MLP active, for a ladder of k; each task and its reference are evaluated
-on their evaluation splits, and the drops from the dense model get the project's bootstrap
+on their evaluation splits, and the drops from the dense model get the project's 95%
 intervals (:func:`modularity.analyses.effects.effect_rows`). Beside quality: how much of the
 true activation mass the routed experts hold on held-out tokens (the router's accuracy, as
 MoEfication measures it), which experts each task routes to (concentration by depth), and
@@ -44,6 +44,7 @@ from modularity.routing.routers import (
     membership,
 )
 from modularity.routing.sample import TokenSample, routing_pass
+from modularity.verdicts import VerdictConfig
 
 
 def routing_label(method: str, router: str, share: float) -> str:
@@ -165,8 +166,7 @@ class RoutedEvaluation:
 
     pipe: Pipeline
     tasks: list[TaskSides]
-    resamples: int
-    seed: int
+    verdicts: VerdictConfig
     sums: dict[tuple[str, str], UnitSums] = field(default_factory=dict)
     usage: dict[tuple[str, str], dict[int, torch.Tensor]] = field(default_factory=dict)
 
@@ -203,7 +203,7 @@ class RoutedEvaluation:
                     "task": self.sums[(sides.task.name, sides.reference.name)],
                     "reference": self.sums[(sides.reference.name, sides.reference.name)],
                 }
-            effects = effect_rows(sides.name, sides.baseline, after, self.resamples, self.seed)
+            effects = effect_rows(sides.name, sides.baseline, after, self.verdicts)
             rows += [tagged(r, label) for r in effects]
             if k < n_experts:
                 task_use = self.usage[(sides.task.name, sides.reference.name)]
@@ -352,7 +352,9 @@ def mlp_against_similarity(captured: pd.DataFrame, loss: pd.DataFrame) -> list[s
 ROUTER_STYLE = {"similarity": ("-", "o"), "mlp": ("--", "s"), "oracle": (":", "^")}
 
 
-def plot_routed_quality(path: Path, top1: pd.DataFrame, loss: pd.DataFrame, title: str) -> Path:
+def plot_routed_quality(
+    path: Path, top1: pd.DataFrame, loss: pd.DataFrame, title: str
+) -> Path | None:
     """Quality against the share of the FFN active: the mean task top-1 drop, the
     reference's top-1 drop and its loss rise, one line per method (colour) and router
     (style), 95% bands."""
