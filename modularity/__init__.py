@@ -8,6 +8,7 @@ Notebook API (imported on first use, so ``import modularity`` stays fast)::
     with modularity.ablate(hf_model, result.mask):
         ...
     modularity.export(result, "pruned-model/")
+    routed = modularity.moefy(hf_model, k=0.25, method="kmeans", router="similarity")
 
 The command line is ``python -m modularity.run`` (or ``modularity``).
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.2.0"
-__all__ = ["PruneResult", "ablate", "compose", "export", "prune", "run_analysis"]
+__all__ = ["PruneResult", "ablate", "compose", "export", "moefy", "prune", "run_analysis"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`.
+"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`,
+:func:`moefy`.
 
 The same runs as the command line, without one: configs are composed by Hydra with the
 same defaults, checked the same way, and written to a run directory you choose (or the
@@ -204,3 +205,16 @@ def export(source: PruneResult | str | Path, out_dir: str | Path) -> Any:
     from modularity.checkpoint import export_run
 
     return export_run(run_dir, out)
+
+
+def moefy(model: torch.nn.Module, k: int | float = 0.25, **options: Any) -> torch.nn.Module:
+    """MoEfy a gated-MLP Hugging Face model you loaded (Llama, Mistral, Qwen, SmolLM2), in
+    place: each MLP computes only ``k`` experts per token (an int, or a share of them).
+
+    ``options``: ``method`` (kmeans, coactivation, random), ``router`` (similarity, mlp,
+    oracle), ``experts`` or ``neurons_per_expert``, ``data`` (token ids ``[items, tokens]``,
+    needed by coactivation and mlp), ``seed``. See :mod:`modularity.routing.build`.
+    """
+    from modularity.routing.build import moefy_model
+
+    return moefy_model(model, k, **options)

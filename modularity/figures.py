@@ -24,7 +24,12 @@ from modularity.artefacts import OutputError, write_atomic  # noqa: E402
 log = logging.getLogger("modularity")
 
 DEPTH_ORDER = ("early", "middle", "late")
-CLUSTERING_STYLE = {"balanced": ("C0", "-o"), "plain": ("C1", "--s"), "random": ("0.5", ":^")}
+CLUSTERING_STYLE = {
+    "kmeans": ("C0", "-o"),
+    "coactivation": ("C2", "-D"),
+    "plain": ("C1", "--s"),
+    "random": ("0.5", ":^"),
+}
 
 
 def save(fig: Any, path: Path) -> Path | None:
