@@ -120,6 +120,14 @@ class AblationConfig:
 
 
 @dataclass
+class CollectionConfig:
+    """Statistics collection: the memory it may hold (activations kept for the exact MAD,
+    else a histogram); null is a quarter of the free memory where the activations live."""
+
+    memory_gib: float | None = None
+
+
+@dataclass
 class CacheConfig:
     enabled: bool = True
     dir: str | None = None  # default: $MODULARITY_CACHE_DIR or the user cache dir
@@ -142,6 +150,7 @@ class Config:
     # adds one); logger, checkpointing and model summary are always off for these loops.
     trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
     logger: Any = None
     seed: int = 0
     output_dir: str | None = None  # set by the entry point; the API picks one if None

@@ -23,13 +23,14 @@ from torch.utils.data import DataLoader
 
 from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.cache import StatsCache
-from modularity.collect import collect_statistics
+from modularity.collect import collect_statistics, collection_device
 from modularity.config import choice, load_task_config, with_data_settings
 from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
+from modularity.neurons.memory import memory_budget
 from modularity.neurons.scoring import score_neurons
 from modularity.neurons.selection import check_layers, select_top_fraction
 from modularity.neurons.stats import CollectedStats, NeuronStats
@@ -37,7 +38,7 @@ from modularity.neurons.stats import CollectedStats, NeuronStats
 log = logging.getLogger(__name__)
 
 # Bump a version when the code that computes that kind of value changes what it computes.
-VERSIONS = {"stats": 5, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
+VERSIONS = {"stats": 6, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
 
 
 @dataclass(frozen=True)
@@ -225,8 +226,11 @@ class Pipeline:
         def compute() -> dict[str, torch.Tensor]:
             loader, _ = self.loader(spec, "collect")
             stage = f"collect {spec.name}"
+            budget = memory_budget(
+                self.cfg.collection.memory_gib, collection_device(self.cfg.trainer)
+            )
             return collect_statistics(
-                self.loaded, loader, self.cfg.trainer, stage=stage
+                self.loaded, loader, self.cfg.trainer, stage=stage, memory_budget=budget
             ).to_tensors()
 
         def check(tensors: dict[str, torch.Tensor]) -> None:
