@@ -69,7 +69,10 @@ class KeptActivations:
             return
         if layer == 0:
             self.batches.append((items, []))
-        self.batches[-1][1].append(x.detach().clone())
+        # The site's input is a fresh tensor the model drops after the down projection:
+        # holding it costs no copy. A view of a larger tensor would hold all of it: copied.
+        whole = x.untyped_storage().nbytes() == x.numel() * x.element_size()
+        self.batches[-1][1].append(x.detach() if whole else x.detach().clone())
 
 
 class StatsCollection(SumsLoop):

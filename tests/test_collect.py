@@ -111,7 +111,9 @@ def test_collection_does_not_depend_on_batching_or_on_keeping_the_pilot(loaded, 
         )
         for size in (1, 7)
     ]
-    monkeypatch.setattr(memory, "WORK_BYTES", 1)  # a batch streamed one item at a time...
+    # A batch streamed one item at a time (work for one item's activations only)...
+    item_bytes = 24 * loaded.adapter.n_neurons * memory.STREAM_WORK_BYTES
+    monkeypatch.setattr(memory, "WORK_BYTES", item_bytes)
     # ...and a budget with room for the histogram but not for the pilot's activations.
     plan = plan_for(loaded, DataLoader(data, batch_size=4), TRAINER, 2**40, True, False)
     budget = plan.state_bytes - plan.kept_bytes

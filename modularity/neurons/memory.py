@@ -80,6 +80,18 @@ def chunk_items(item_positions: int, n_neurons: int, work_per_activation: int) -
     return max(1, WORK_BYTES // max(1, item_positions * n_neurons * work_per_activation))
 
 
+def chunk_positions(n_neurons: int, work_per_activation: int) -> int:
+    """Positions per streamed chunk of an item too large for ``WORK_BYTES`` on its own."""
+    return max(1, WORK_BYTES // max(1, n_neurons * work_per_activation))
+
+
+def work_bytes(item_positions: int, n_neurons: int, per_activation: int, batch_items: int) -> int:
+    """The most work-tensor bytes of one update: a chunk of items, or of one item's positions."""
+    items = min(batch_items, chunk_items(item_positions, n_neurons, per_activation))
+    positions = item_positions if items > 1 else chunk_positions(n_neurons, per_activation)
+    return items * min(item_positions, positions) * n_neurons * per_activation
+
+
 def histogram_bins(n_layers: int, n_neurons: int, room: int) -> int:
     """The most fine bins per neuron (up to ``BINS``) whose histogram fits ``room`` bytes and
     ``MAX_HISTOGRAM_BYTES``; 0 when fewer than ``MIN_BINS`` would."""
@@ -112,8 +124,7 @@ def plan_collection(
     exact = neurons * DEVIATION_SUMS * F64_BYTES
 
     def work(per_activation: int) -> int:
-        items = min(batch_items, chunk_items(item_positions, n_neurons, per_activation))
-        return items * item_positions * n_neurons * per_activation
+        return work_bytes(item_positions, n_neurons, per_activation, batch_items)
 
     kept = tokens * neurons * element_size
     keep_state = kept + sums + exact + max(work(STREAM_WORK_BYTES), work(EXACT_WORK_BYTES))

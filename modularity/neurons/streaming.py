@@ -19,9 +19,15 @@ import torch
 from torchmetrics import Metric
 
 from modularity.neurons.mad_bound import NeuronBins, bin_codes, check_histogram_capacity
-from modularity.neurons.memory import EXACT_WORK_BYTES, STREAM_WORK_BYTES, chunk_items
+from modularity.neurons.memory import (
+    EXACT_WORK_BYTES,
+    STREAM_WORK_BYTES,
+    chunk_items,
+    chunk_positions,
+)
 
 F64 = torch.float64
+norm = torch.linalg.vector_norm
 # Slots of OnePassSums.moments (y = x - origin, w = the bin width) and ExactMadSums.deviations.
 Y, Y_SQUARED, Y_ABOVE_EDGE, POSITIVE_PART, POSITIVE = range(5)
 FULL_ABS, FULL_SQUARED, OWN_ABS, OWN_SQUARED = range(4)
@@ -64,6 +70,11 @@ class BatchItems:
         keep = None if self.keep is None else self.keep[start:stop]
         return BatchItems(half=half, keep=keep, only_half=only)
 
+    def positions(self, start: int, stop: int) -> BatchItems:
+        """Positions ``start:stop`` of every item."""
+        keep = None if self.keep is None else self.keep[:, start:stop]
+        return BatchItems(half=self.half, keep=keep, only_half=self.only_half)
+
     def tokens(self, positions: int) -> torch.Tensor:
         """Tokens per item, float64 ``[batch]``."""
         if self.keep is None:
@@ -81,6 +92,8 @@ class ItemSums(Metric):
 
     full_state_update = False
     work_per_activation = STREAM_WORK_BYTES  # bytes of work tensors per activation
+    # Whether an item's positions may be summed in chunks (sums of positions, not of items).
+    split_positions = True
 
     def __init__(self, n_layers: int, n_neurons: int) -> None:
         super().__init__()
@@ -90,15 +103,25 @@ class ItemSums(Metric):
         self._work: dict[tuple, torch.Tensor] = {}
 
     def update(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
-        """Add one layer's activations of a batch, a chunk of items at a time."""
+        """Add one layer's activations of a batch, a chunk of items at a time; an item too
+        large for one chunk, a chunk of its positions at a time (``split_positions``)."""
         x = x.reshape(items.half.shape[0], -1, x.shape[-1])
         step = chunk_items(x.shape[1], x.shape[2], self.work_per_activation)
         if step >= x.shape[0]:
             self.update_items(layer, x, items)
-            return
-        for start in range(0, x.shape[0], step):
-            stop = start + step
-            self.update_items(layer, x[start:stop], items.rows(start, stop))
+        elif step > 1 or not self.split_positions:
+            for start in range(0, x.shape[0], step):
+                stop = start + step
+                self.update_items(layer, x[start:stop], items.rows(start, stop))
+        else:
+            span = chunk_positions(x.shape[2], self.work_per_activation)
+            for item in range(x.shape[0]):
+                one = items.rows(item, item + 1)
+                for start in range(0, x.shape[1], span):
+                    stop = start + span
+                    self.update_items(
+                        layer, x[item : item + 1, start:stop], one.positions(start, stop)
+                    )
 
     def update_items(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
         """Add ``x`` (``[items, positions, neurons]``) of ``layer``."""
@@ -137,11 +160,13 @@ class ItemSums(Metric):
 
         ``acc``: ``[2, sums, neurons]`` float64; ``item_sums``: ``[sums, batch, neurons]``.
         """
+        # Converted first: ``sum(1, dtype=float64)`` over the middle dimension is many times
+        # slower on a CPU.
         if items.only_half is not None:
-            acc[items.only_half] += item_sums.sum(1, dtype=F64)
+            acc[items.only_half] += item_sums.double().sum(1)
             return
         for h in (0, 1):
-            acc[h] += item_sums[:, items.half.to(item_sums.device) == h].sum(1, dtype=F64)
+            acc[h] += item_sums[:, items.half.to(item_sums.device) == h].double().sum(1)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """The sums (summed over devices when distributed)."""
@@ -171,6 +196,8 @@ class PilotSums(ItemSums):
         super().__init__(n_layers, n_neurons)
         shape = (n_layers, 5, n_neurons)
         self.add_state("sums", torch.zeros(shape, dtype=F64), dist_reduce_fx="sum")
+
+    split_positions = False  # deviations from each item's own mean need the whole item
 
     def update_items(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
         x = as_items(x, items)
@@ -241,10 +268,12 @@ class OnePassSums(ItemSums):
                 y.mul_(keep)
                 above.mul_(keep)
             torch.sum(above, 1, out=sums[Y_ABOVE_EDGE])
+        # Norms fuse each reduction with its elementwise step (one read of the activations).
         torch.sum(y, 1, out=sums[Y])
-        torch.sum(torch.mul(y, y, out=scratch), 1, out=sums[Y_SQUARED])
-        torch.sum(torch.clamp(x, min=0, out=scratch), 1, out=sums[POSITIVE_PART])
-        torch.sum(scratch.sign_(), 1, out=sums[POSITIVE])
+        norm(y, 2, dim=1, out=sums[Y_SQUARED]).square_()
+        positive = torch.clamp(x, min=0, out=scratch)
+        norm(positive, 1, dim=1, out=sums[POSITIVE_PART])
+        norm(positive, 0, dim=1, out=sums[POSITIVE])
         self.add_per_half(self.moments[layer], sums, items)
         if self.bins is not None:
             self._bin(layer, y, items)
@@ -309,9 +338,9 @@ class ExactMadSums(ItemSums):
             (FULL_ABS, FULL_SQUARED, full_offset),
             (OWN_ABS, OWN_SQUARED, own),
         ):
-            deviation = torch.sub(y, offset, out=scratch).abs_()
+            deviation = torch.sub(y, offset, out=scratch)
             if keep is not None:
                 deviation.mul_(keep)
-            torch.sum(deviation, 1, out=sums[absolute])
-            torch.sum(deviation.square_(), 1, out=sums[squared])
+            norm(deviation, 1, dim=1, out=sums[absolute])
+            norm(deviation, 2, dim=1, out=sums[squared]).square_()
         self.add_per_half(self.deviations[layer], sums, items)
