@@ -27,7 +27,6 @@ from modularity.neurons.memory import (
 )
 
 F64 = torch.float64
-norm = torch.linalg.vector_norm
 # Slots of OnePassSums.moments (y = x - origin, w = the bin width) and ExactMadSums.deviations.
 Y, Y_SQUARED, Y_ABOVE_EDGE, POSITIVE_PART, POSITIVE = range(5)
 FULL_ABS, FULL_SQUARED, OWN_ABS, OWN_SQUARED = range(4)
@@ -268,12 +267,10 @@ class OnePassSums(ItemSums):
                 y.mul_(keep)
                 above.mul_(keep)
             torch.sum(above, 1, out=sums[Y_ABOVE_EDGE])
-        # Norms fuse each reduction with its elementwise step (one read of the activations).
         torch.sum(y, 1, out=sums[Y])
-        norm(y, 2, dim=1, out=sums[Y_SQUARED]).square_()
-        positive = torch.clamp(x, min=0, out=scratch)
-        norm(positive, 1, dim=1, out=sums[POSITIVE_PART])
-        norm(positive, 0, dim=1, out=sums[POSITIVE])
+        torch.sum(torch.mul(y, y, out=scratch), 1, out=sums[Y_SQUARED])
+        torch.sum(torch.clamp(x, min=0, out=scratch), 1, out=sums[POSITIVE_PART])
+        torch.sum(scratch.sign_(), 1, out=sums[POSITIVE])
         self.add_per_half(self.moments[layer], sums, items)
         if self.bins is not None:
             self._bin(layer, y, items)
@@ -338,9 +335,9 @@ class ExactMadSums(ItemSums):
             (FULL_ABS, FULL_SQUARED, full_offset),
             (OWN_ABS, OWN_SQUARED, own),
         ):
-            deviation = torch.sub(y, offset, out=scratch)
+            deviation = torch.sub(y, offset, out=scratch).abs_()
             if keep is not None:
                 deviation.mul_(keep)
-            norm(deviation, 1, dim=1, out=sums[absolute])
-            norm(deviation, 2, dim=1, out=sums[squared]).square_()
+            torch.sum(deviation, 1, out=sums[absolute])
+            torch.sum(deviation.square_(), 1, out=sums[squared])
         self.add_per_half(self.deviations[layer], sums, items)
