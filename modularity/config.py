@@ -200,9 +200,14 @@ def _csv(values: Sequence[Any]) -> str:
 
 
 def register_configs() -> None:
-    """Register the root schema, the generated task families and the ``csv`` resolver."""
+    """Register the generated task families, the root schema and the ``csv`` resolver, once
+    per process (every composition asks; storing the families again would cost each one).
+    The schema goes in last, as the mark that everything is."""
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", _csv)
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
+    if "config_schema.yaml" in cs.repo:
+        return
     for prefix, (reference, members) in task_families().items():
         for suffix, classes in members.items():
             cs.store(
@@ -214,8 +219,7 @@ def register_configs() -> None:
                     "classes": classes,
                 },
             )
-    if not OmegaConf.has_resolver("csv"):
-        OmegaConf.register_new_resolver("csv", _csv)
+    cs.store(name="config_schema", node=Config)
 
 
 def normalise_overrides(overrides: Sequence[str]) -> list[str]:
