@@ -150,6 +150,8 @@ class Config:
     verdict: VerdictConfig = field(default_factory=VerdictConfig)  # modularity.verdicts
     logger: Any = None
     seed: int = 0
+    # Library chatter (transformers' loading bars, W&B's console messages): off unless true.
+    verbose: bool = False
     output_dir: str | None = None  # set by the entry point; the API picks one if None
 
 
