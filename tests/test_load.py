@@ -19,6 +19,7 @@ from modularity.errors import ModularityError
 SMALL = {"collect_size": 2048, "eval_size": 1024, "block_size": 64, "progress_bar": False}
 
 
+@pytest.mark.slow
 def test_a_pruning_run_reopens_as_its_prune_result(tmp_path):
     run_dir = tmp_path / "run"
     result = modularity.prune(
@@ -32,6 +33,7 @@ def test_a_pruning_run_reopens_as_its_prune_result(tmp_path):
     assert loaded.config.model.name == "tiny_llama" and loaded.run_dir == run_dir
 
 
+@pytest.mark.slow
 def test_another_analysis_reopens_as_its_run_result(tmp_path):
     from modularity.analyses.base import RunResult
 
