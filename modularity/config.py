@@ -159,6 +159,8 @@ class Config:
     collection: CollectionConfig = field(default_factory=CollectionConfig)
     logger: Any = None
     seed: int = 0
+    # Library chatter (transformers' loading bars, W&B's console messages): off unless true.
+    verbose: bool = False
     output_dir: str | None = None  # set by the entry point; the API picks one if None
 
 

@@ -103,12 +103,25 @@ def print_help(overrides: list[str]) -> None:
     print(page)
 
 
+SUBCOMMANDS = {"report": "modularity.report", "export": "modularity.checkpoint"}
+
+
 def main() -> Any:
-    """Console script ``modularity``: ``+model=x`` is read as ``model=x``, and a choice
-    that names no option of its group is one line, before Hydra starts."""
+    """Console script ``modularity``: ``modularity report DIR`` and ``modularity export RUN
+    OUT`` run those tools; anything else (``modularity run ...`` or overrides alone) runs an
+    analysis, ``+model=x`` read as ``model=x``, and a choice that names no option of its
+    group is one line, before Hydra starts."""
+    import importlib
+
     from modularity.errors import ConfigError
     from modularity.validate import check_group_choices
 
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in SUBCOMMANDS:
+        status = importlib.import_module(SUBCOMMANDS[command]).main(sys.argv[2:])
+        sys.exit(status or 0)
+    if command == "run":
+        del sys.argv[1]
     arguments = normalise_overrides(sys.argv[1:])
     try:
         check_group_choices([a for a in arguments if not a.startswith("-")])
