@@ -1,4 +1,5 @@
-"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`.
+"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`,
+:func:`moefy`, and :func:`load` to reopen a finished run (from the command line or from here).
 
 The same runs as the command line, without one: configs are composed by Hydra with the
 same defaults, checked the same way, and written to a run directory you choose (or the
@@ -175,20 +176,26 @@ def ablate(
     mask: torch.Tensor,
     mode: str = "zero",
     means: torch.Tensor | None = None,
+    site: str = "mlp",
 ) -> Iterator[torch.nn.Module]:
-    """Ablate the neurons in ``mask`` (``[layers, neurons]`` bool) of a Hugging Face model
-    you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
+    """Ablate the units of ``site`` in ``mask`` (``[layers, units]`` bool) of a Hugging Face
+    model you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
 
-    ``mode="mean"`` replaces them by ``means`` (``[layers, neurons]``) instead of zero.
+    ``site`` is ``mlp`` (MLP neurons), ``attn`` (attention neurons, the attention output
+    projection's input columns) or ``heads`` (whole heads). ``mode="mean"`` replaces them by
+    ``means`` (``[layers, columns]`` of that input; for heads the attention neurons' means)
+    instead of zero.
     """
-    from modularity.checkpoint import checked_mask, checked_means
+    from modularity.checkpoint import checked_means
     from modularity.models.adapter import ModelAdapter
     from modularity.neurons.masks import ablate as ablate_sites
+    from modularity.neurons.sites import check_unit_mask, column_mask
 
     adapter = ModelAdapter.for_model(model)
-    mask = checked_mask(mask, adapter)
-    means = checked_means(mode, means, adapter)
-    with ablate_sites(adapter, mask, mode, means):
+    mask = check_unit_mask(adapter, site, mask)
+    columns = column_mask(adapter, site, mask).shape[1]
+    means = checked_means(mode, means, adapter, columns)
+    with ablate_sites(adapter, mask, mode, means, site):
         yield model
 
 
@@ -200,3 +207,44 @@ def export(source: PruneResult | str | Path, out_dir: str | Path) -> Any:
     from modularity.checkpoint import export_run
 
     return export_run(run_dir, out)
+
+
+def moefy(model: torch.nn.Module, k: int | float = 0.25, **options: Any) -> torch.nn.Module:
+    """MoEfy a gated-MLP Hugging Face model you loaded (Llama, Mistral, Qwen, SmolLM2), in
+    place: each MLP computes only ``k`` experts per token (an int, or a share of them).
+
+    ``options``: ``method`` (kmeans, coactivation, random), ``router`` (similarity, mlp,
+    oracle), ``experts`` or ``neurons_per_expert``, ``data`` (token ids ``[items, tokens]``,
+    needed by coactivation and mlp), ``seed``. See :mod:`modularity.routing.build`.
+    """
+    from modularity.routing.build import moefy_model
+
+    return moefy_model(model, k, **options)
+
+
+def load(run_dir: str | Path) -> PruneResult | Any:
+    """Reopen a finished run directory as the object the API returned for it: a
+    :class:`PruneResult` for a pruning run (mask and scores from ``scores.safetensors``),
+    else a :class:`modularity.analyses.base.RunResult` (its ``extras`` empty)."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from modularity.analyses.base import RESULTS, RunResult, analysis_name
+    from modularity.artefacts import verify_run_dir
+    from modularity.errors import ModularityError
+
+    run = _path("run_dir", run_dir)
+    config_path, results = run / ".hydra" / "config.yaml", run / "results.parquet"
+    for needed in (config_path, results):
+        if not needed.is_file():
+            raise ModularityError(
+                f"{run} is not a finished run directory: {needed.relative_to(run)} is missing "
+                f"(a run writes it with {RESULTS} when it ends)"
+            )
+    verify_run_dir(run, ["results.parquet", "scores.safetensors"])  # where checksummed
+    config = OmegaConf.load(config_path)
+    rows = pd.read_parquet(results)
+    if analysis_name(config) != "prune":
+        return RunResult(rows, run, config, {})
+    tensors = load_file(run / "scores.safetensors")
+    return PruneResult(tensors["mask"], tensors["scores"], rows, config, run)

@@ -12,6 +12,11 @@ mean_j`` moves into the down projection's bias. Families without that bias get o
 their config switch where there is one (Llama's ``mlp_bias``, with zero biases on the other
 projections); the others are refused.
 
+Attention sites (``site=attn``, ``site=heads``) are exported with the same shapes: the
+pruned units' input columns of the attention output projection are zeroed (a head's whole
+slice for heads), and mean ablation moves ``W_o[:, j] * mean_j`` into that projection's
+bias, refused where the family's projection has none. The report says ``zeroed``.
+
 The user's model is never changed: the checkpoint is a new model, built on the meta device,
 whose untouched tensors are the user's own (shared, only read) and whose pruned ones are new.
 """
@@ -45,7 +50,8 @@ from modularity.atomic import atomic_directory
 from modularity.config import ModelConfig
 from modularity.errors import ModularityError, invalid_choice
 from modularity.models.adapter import ModelAdapter
-from modularity.models.loading import load_model
+from modularity.models.loading import load_model, stored_dtype
+from modularity.neurons.sites import check_unit_mask, column_mask, site_of
 
 Structure = Literal["structural", "zeroed"]
 REPORT_FILE = "export.json"
@@ -68,10 +74,18 @@ class ExportReport:
     weight_bytes_before: int
     weight_bytes_after: int
     checkpoint_bytes: int
+    site: str = "mlp"  # mlp | attn | heads: the units counted above
 
     def summary(self) -> str:
         """A few lines for the terminal."""
-        if self.structure == "structural":
+        if self.site != "mlp":
+            total = self.n_layers * self.width_before
+            noun = "attention neurons" if self.site == "attn" else "heads"
+            what = (
+                f"{self.neurons_pruned} of {total} {noun} zeroed (their input columns of the "
+                "attention output projection), shapes unchanged"
+            )
+        elif self.structure == "structural":
             what = (
                 f"{self.width_before - self.width_after} of {self.width_before} neurons cut "
                 f"from each of {self.n_layers} layers (MLP width {self.width_after})"
@@ -99,30 +113,37 @@ def export_pruned(
     means: torch.Tensor | None = None,
     tokenizer: Any = None,
     image_processor: Any = None,
+    site: str = "mlp",
 ) -> ExportReport:
-    """Write ``model`` with the neurons in ``mask`` (``[layers, neurons]`` bool) ablated.
+    """Write ``model`` with the units of ``site`` in ``mask`` (``[layers, units]`` bool) ablated.
 
-    ``mode`` is ``zero`` or ``mean`` (``means``: ``[layers, neurons]``, the values the masked
-    neurons are replaced by). ``out_dir`` must not exist or be empty; it appears whole or not
-    at all. The tokenizer or image processor, if given, is saved beside the weights.
+    ``mode`` is ``zero`` or ``mean`` (``means``: ``[layers, columns]`` of the site's module
+    input, the values the masked units are replaced by; for heads the attention neurons'
+    means). ``out_dir`` must not exist or be empty; it appears whole or not at all. The
+    tokenizer or image processor, if given, is saved beside the weights.
     """
     adapter = ModelAdapter.for_model(model)
     if getattr(model, "is_quantized", False):
         raise ModularityError("cannot export a quantised model; load it in float or bf16")
-    mask = checked_mask(mask, adapter)
-    means = checked_means(mode, means, adapter)
+    width = site_of(site).width(adapter)
+    mask = check_unit_mask(adapter, site, mask).cpu()
+    means = checked_means(mode, means, adapter, column_mask(adapter, site, mask).shape[1])
     target = _empty_target(Path(out_dir))
 
     state = dict(model.state_dict())
     config = copy.deepcopy(model.config)
     counts = mask.sum(dim=1)
-    width = adapter.n_neurons
-    structural = bool((counts == counts[0]).all()) and 0 < int(counts[0]) < width
-    if means is not None:
+    mlp = site == "mlp"
+    structural = mlp and bool((counts == counts[0]).all()) and 0 < int(counts[0]) < width
+    if means is not None and mlp:
         _ensure_output_biases(adapter, state, config)
+    columns = column_mask(adapter, site, mask)
     for layer in range(adapter.n_layers):
         layer_means = None if means is None else means[layer]
-        _prune_layer(adapter, state, layer, mask[layer], structural, layer_means)
+        if mlp:
+            _prune_layer(adapter, state, layer, mask[layer], structural, layer_means)
+        else:
+            _zero_attention_columns(adapter, state, layer, columns[layer], layer_means)
     width_after = width - int(counts[0]) if structural else width
     if structural:
         setattr(config, adapter.width_attribute, width_after)
@@ -151,6 +172,7 @@ def export_pruned(
                 weight_bytes_before=sum(_nbytes(t) for t in _unique(original)),
                 weight_bytes_after=sum(_nbytes(t) for t in _unique(state.values())),
                 checkpoint_bytes=sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()),
+                site=site,
             )
             (tmp / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n")
     except OSError as err:  # a full disk: nothing is left behind, and the line says where
@@ -158,21 +180,7 @@ def export_pruned(
     return report
 
 
-def checked_mask(mask: Any, adapter: ModelAdapter) -> torch.Tensor:
-    """``mask`` as the bool ``[layers, neurons]`` tensor ``adapter``'s model takes."""
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise ModularityError(f"the mask must be a bool tensor [layers, neurons], got {got}")
-    expected = (adapter.n_layers, adapter.n_neurons)
-    if tuple(mask.shape) != expected:
-        raise ModularityError(
-            f"the mask has shape {list(mask.shape)}, but the model has [layers, neurons] = "
-            f"{list(expected)}"
-        )
-    return mask.cpu()
-
-
-def checked_means(mode: str, means: Any, adapter: ModelAdapter) -> torch.Tensor | None:
+def checked_means(mode: str, means: Any, adapter: ModelAdapter, width: int) -> torch.Tensor | None:
     """The means ``mode`` needs (None for zero ablation), checked against the model."""
     if mode not in ("zero", "mean"):
         raise invalid_choice("ablation mode", mode, ["zero", "mean"])
@@ -183,10 +191,10 @@ def checked_means(mode: str, means: Any, adapter: ModelAdapter) -> torch.Tensor 
     if means is None:
         raise ModularityError("mean ablation needs the reference means, [layers, neurons]")
     means = torch.as_tensor(means, dtype=torch.float64).cpu()
-    if tuple(means.shape) != (adapter.n_layers, adapter.n_neurons):
+    if tuple(means.shape) != (adapter.n_layers, width):
         raise ModularityError(
             f"the means have shape {list(means.shape)}, but the model has [layers, neurons] = "
-            f"{[adapter.n_layers, adapter.n_neurons]}"
+            f"{[adapter.n_layers, width]}"
         )
     if not torch.isfinite(means).all():
         raise ModularityError("the means must be finite")
@@ -255,6 +263,34 @@ def _prune_layer(
             state[bias_name] = state[bias_name].index_select(0, kept)
 
 
+def _zero_attention_columns(
+    adapter: ModelAdapter,
+    state: dict[str, torch.Tensor],
+    layer: int,
+    pruned: torch.Tensor,
+    means: torch.Tensor | None,
+) -> None:
+    """Zero ``layer``'s attention output projection's input columns ``pruned`` in ``state``
+    (new tensors), folding ``W_o[:, j] * mean_j`` into its bias for mean ablation."""
+    if not pruned.any():
+        return
+    weight_name = adapter.attention_parameter_name(layer, "weight")
+    weight, axis = state[weight_name], adapter.attention_input_axis
+    dropped = pruned.nonzero().squeeze(1).to(weight.device)
+    if means is not None:
+        bias_name = adapter.attention_parameter_name(layer, "bias")
+        if bias_name not in state:
+            raise ModularityError(
+                f"mean ablation of attention units cannot be exported for "
+                f"{adapter.model.config.model_type}: its attention output projection has no "
+                "bias to hold their means; export zero ablation instead"
+            )
+        w_out = weight.index_select(axis, dropped).double().movedim(axis, -1)
+        shift = w_out @ means[pruned].to(weight.device)  # [d_model]
+        state[bias_name] = (state[bias_name].double() + shift).to(state[bias_name].dtype)
+    state[weight_name] = weight.index_fill(axis, dropped, 0)
+
+
 def _model_with(model: nn.Module, config: Any, state: dict[str, torch.Tensor]) -> nn.Module:
     """A model of ``model``'s class built from ``config`` and holding ``state``, without
     allocating (meta device) or initialising weights it would then overwrite."""
@@ -292,7 +328,8 @@ def _mb(n_bytes: int) -> str:
 def export_run(
     run_dir: str | os.PathLike, out_dir: str | os.PathLike, means: torch.Tensor | None = None
 ) -> ExportReport:
-    """Export the pruned model of a pruning run directory (``analysis=prune``).
+    """Export the pruned model of a pruning run directory (``analysis=prune``), in the
+    dtype its source checkpoint stores (a float16 model gives a float16 checkpoint).
 
     Reads the mask (and, for mean ablation, the reference means) from
     ``scores.safetensors`` and the model and ablation mode from ``.hydra/config.yaml``;
@@ -322,9 +359,14 @@ def export_run(
                 "they were saved); pass them: --means FILE (a safetensors file with 'means')"
             )
         means = stored["means"]
-    loaded = load_model(_model_config(cfg, config_path))
+    site = str(OmegaConf.select(cfg, "site", default="mlp"))
+    model_cfg = _model_config(cfg, config_path)
+    source = stored_dtype(model_cfg)
+    if source is not None:  # the checkpoint's own precision, whatever the run computed in
+        model_cfg.dtype = source
+    loaded = load_model(model_cfg)
     return export_pruned(
-        loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor
+        loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor, site
     )
 
 

@@ -32,6 +32,9 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # functional form where a name is a Python keyword or starts with a digit.
 Scope = Enum("Scope", {"layer": "layer", "global": "global"})
 AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
+# Which units an analysis works on (modularity.neurons.sites): MLP neurons, attention neurons
+# (inputs of the attention output projection) or whole attention heads.
+Site = Enum("Site", {"mlp": "mlp", "attn": "attn", "heads": "heads"})
 Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
 DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
@@ -121,6 +124,14 @@ class AblationConfig:
 
 
 @dataclass
+class CollectionConfig:
+    """Statistics collection: the memory it may hold (activations kept for the exact MAD,
+    else a histogram); null is a quarter of the free memory where the activations live."""
+
+    memory_gib: float | None = None
+
+
+@dataclass
 class CacheConfig:
     enabled: bool = True
     dir: str | None = None  # default: $MODULARITY_CACHE_DIR or the user cache dir
@@ -135,6 +146,7 @@ class Config:
     # its ``_target_`` names before anything runs (modularity.analyses.base).
     analysis: dict[str, Any] = MISSING
     layers: list[int] | None = None  # layer subset; None = all layers
+    site: Site = Site["mlp"]  # mlp | attn | heads: the units selected, ablated and compared
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -144,8 +156,11 @@ class Config:
     trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)  # modularity.verdicts
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
     logger: Any = None
     seed: int = 0
+    # Library chatter (transformers' loading bars, W&B's console messages): off unless true.
+    verbose: bool = False
     output_dir: str | None = None  # set by the entry point; the API picks one if None
 
 
@@ -193,9 +208,14 @@ def _csv(values: Sequence[Any]) -> str:
 
 
 def register_configs() -> None:
-    """Register the root schema, the generated task families and the ``csv`` resolver."""
+    """Register the generated task families, the root schema and the ``csv`` resolver, once
+    per process (every composition asks; storing the families again would cost each one).
+    The schema goes in last, as the mark that everything is."""
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", _csv)
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
+    if "config_schema.yaml" in cs.repo:
+        return
     for prefix, (reference, members) in task_families().items():
         for suffix, classes in members.items():
             cs.store(
@@ -207,8 +227,7 @@ def register_configs() -> None:
                     "classes": classes,
                 },
             )
-    if not OmegaConf.has_resolver("csv"):
-        OmegaConf.register_new_resolver("csv", _csv)
+    cs.store(name="config_schema", node=Config)
 
 
 def normalise_overrides(overrides: Sequence[str]) -> list[str]:

@@ -23,21 +23,23 @@ from torch.utils.data import DataLoader
 
 from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.cache import StatsCache
-from modularity.collect import collect_statistics
+from modularity.collect import collect_statistics, collection_device
 from modularity.config import choice, load_task_config, with_data_settings
 from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
+from modularity.neurons.memory import memory_budget
 from modularity.neurons.scoring import score_neurons
 from modularity.neurons.selection import check_layers, select_top_fraction
+from modularity.neurons.sites import site_of, site_widths, split_statistics
 from modularity.neurons.stats import CollectedStats, NeuronStats
 
 log = logging.getLogger(__name__)
 
 # Bump a version when the code that computes that kind of value changes what it computes.
-VERSIONS = {"stats": 5, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
+VERSIONS = {"stats": 6, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class Pipeline:
         self.cache = StatsCache(cfg.cache.dir, enabled=cfg.cache.enabled)
         self.loaded: LoadedModel = load_model(self.model_cfg)
         check_layers(cfg.layers, self.adapter.n_layers)
+        self.site = choice(cfg.get("site", "mlp"))
+        # Units per layer of the run's site; a family without that site fails here, in a line.
+        self.n_units = site_of(self.site).width(self.adapter)
 
     @property
     def adapter(self):  # noqa: ANN201 - ModelAdapter
@@ -218,36 +223,61 @@ class Pipeline:
 
     # ----------------------------------------------------------------------- statistics
 
-    def statistics(self, spec: DataSpec) -> CollectedStats:
-        """Neuron statistics on the collection split of ``spec`` (cached)."""
-        key, meta = self._key("stats", data=spec.identity(), split=spec.split("collect"))
-        shape = (self.adapter.n_layers, self.adapter.n_neurons)
+    def statistics(self, spec: DataSpec, site: str | None = None) -> CollectedStats:
+        """Unit statistics of ``site`` (default: the run's) on the collection split of
+        ``spec`` (cached)."""
+        site = self.site if site is None else site
+        return self.site_statistics(spec, (site,))[site]
 
-        def compute() -> dict[str, torch.Tensor]:
+    def site_statistics(self, spec: DataSpec, sites: tuple[str, ...]) -> dict[str, CollectedStats]:
+        """Statistics of several sites on the collection split of ``spec``: cached per site,
+        the missing ones collected together in one forward per item."""
+        out: dict[str, CollectedStats] = {}
+        keys = {}
+        for site, width in zip(sites, site_widths(self.adapter, sites)):
+            keys[site] = self._key(
+                "stats", data=spec.identity(), split=spec.split("collect"), site=site
+            )
+            shape = (self.adapter.n_layers, width)
+            tensors = self.cache.get(keys[site][0], check=_stats_check(shape))
+            if tensors is not None:
+                out[site] = CollectedStats.from_tensors(tensors)
+        missing = tuple(site for site in sites if site not in out)
+        if missing:
             loader, _ = self.loader(spec, "collect")
-            stage = f"collect {spec.name}"
-            return collect_statistics(
-                self.loaded, loader, self.cfg.trainer, stage=stage
-            ).to_tensors()
-
-        def check(tensors: dict[str, torch.Tensor]) -> None:
-            stats = CollectedStats.from_tensors(tensors)
-            if stats.full.shape != shape:
-                raise ValueError(f"statistics of shape {stats.full.shape}, model has {shape}")
-
-        tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check)
-        return CollectedStats.from_tensors(tensors)
+            stage = f"collect {spec.name}" + (
+                "" if missing == ("mlp",) else f" ({', '.join(missing)})"
+            )
+            budget = memory_budget(
+                self.cfg.collection.memory_gib, collection_device(self.cfg.trainer)
+            )
+            stats = collect_statistics(
+                self.loaded,
+                loader,
+                self.cfg.trainer,
+                stage=stage,
+                sites=missing,
+                memory_budget=budget,
+            )
+            for site, collected in split_statistics(stats, self.adapter, missing).items():
+                key, meta = keys[site]
+                self.cache.put(key, collected.to_tensors(), meta)
+                out[site] = collected
+        return {site: out[site] for site in sites}
 
     def scores(self, task: NeuronStats, reference: NeuronStats) -> torch.Tensor:
         scoring = self.cfg.scoring
         return score_neurons(task, reference, choice(scoring.scorer), scoring.eps, scoring.seed)
 
-    def select(self, task: DataSpec, fraction: float | None = None) -> Selection:
-        """Score ``task`` against its reference, select the top fraction, and measure the
-        selection's split-half stability from the two halves of both collections."""
+    def select(
+        self, task: DataSpec, fraction: float | None = None, site: str | None = None
+    ) -> Selection:
+        """Score ``task``'s units of ``site`` (default: the run's) against its reference,
+        select the top fraction, and measure the selection's split-half stability from the
+        two halves of both collections."""
         fraction = self.cfg.selection.fraction if fraction is None else fraction
-        task_stats = self.statistics(task)
-        ref_stats = self.statistics(self.reference_of(task))
+        task_stats = self.statistics(task, site)
+        ref_stats = self.statistics(self.reference_of(task), site)
 
         def pick(t: NeuronStats, r: NeuronStats) -> tuple[torch.Tensor, torch.Tensor]:
             scores = self.scores(t, r)
@@ -293,17 +323,20 @@ class Pipeline:
         reference: DataSpec,
         mask: torch.Tensor | None = None,
         sides: tuple[str, ...] = ("task", "reference"),
+        site: str | None = None,
     ) -> dict[str, UnitSums]:
-        """Per-unit metric sums on the evaluation splits, with ``mask`` ablated."""
+        """Per-unit metric sums on the evaluation splits, with ``mask`` (units of ``site``,
+        default: the run's) ablated."""
+        site = self.site if site is None else site
         frequent = self.frequent_tokens(reference)
         specs = {"task": task, "reference": reference}
         means = None
         if mask is not None and choice(self.cfg.ablation.mode) == "mean":
-            means = self.statistics(reference).full.mean
+            means = self.ablation_means(reference, site)
         masked = (
             nullcontext()
             if mask is None
-            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means)
+            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means, site)
         )
         out = {}
         with masked:
@@ -312,6 +345,13 @@ class Pipeline:
                 stage = f"evaluate {specs[side].name}" + (" (pruned)" if mask is not None else "")
                 out[side] = evaluate(self.loaded, loader, units, self.cfg.trainer, frequent, stage)
         return out
+
+    def ablation_means(self, reference: DataSpec, site: str | None = None) -> torch.Tensor:
+        """What mean ablation puts in place of ``site``'s units (default: the run's): the
+        reference means of the site's module input columns (``[layers, columns]``; for heads
+        the attention neurons' means)."""
+        site = self.site if site is None else site
+        return self.statistics(reference, site_of(site).means_site).full.mean
 
     def baseline(self, task: DataSpec, reference: DataSpec) -> dict[str, UnitSums]:
         """Unpruned per-unit sums, cached per side: every fraction of a sweep shares them,
@@ -366,6 +406,17 @@ def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
         "sha256": hashlib.sha256(definition.encode()).hexdigest()[:24],
         "eos": tokenizer.eos_token_id,
     }
+
+
+def _stats_check(shape: tuple[int, int]) -> Any:
+    """The cache check of statistics ``[layers, units]`` of one site."""
+
+    def check(tensors: dict[str, torch.Tensor]) -> None:
+        stats = CollectedStats.from_tensors(tensors)
+        if stats.full.shape != shape:
+            raise ValueError(f"statistics of shape {stats.full.shape}, the site has {shape}")
+
+    return check
 
 
 def check_blocks(tensors: dict[str, torch.Tensor]) -> None:

@@ -22,6 +22,7 @@ SETTING_OF_OVERRIDE = {
     "scoring.scorer": "scorer",
     "ablation.mode": "ablation",
     "layers": "layers",
+    "site": "site",
     "analysis": "analysis",
     "model.checkpoint": "checkpoint",
     "data.exclude_from_reference": "reference_excludes",

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from modularity.config import Config, group_options, load_task_config
+from modularity.config import Config, Site, choice, group_options, load_task_config
 from modularity.errors import ConfigError
 from modularity.neurons.scoring import check_scorer
 from modularity.verdicts import check_verdict_config
@@ -134,6 +134,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.layers is not None and not cfg.layers:
         raise ConfigError("layers=[] selects nothing; give layer indices, or null for all")
     check_verdict_config(cfg.verdict)
+    from modularity.neurons.sites import check_site_scorer
+
+    check_site_scorer(choice(cfg.site), choice(cfg.scoring.scorer))
     check_task(cfg.task)
     for name in cfg.tasks:
         check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")
@@ -156,6 +159,8 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 
 # Config groups whose options a user names on the command line.
 CHOICE_GROUPS = ("model", "task", "analysis", "scoring", "logger", "experiment")
+# Plain keys whose value is one of a few names, checked the same way.
+CHOICE_KEYS = {"site": [s.name for s in Site]}
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -171,7 +176,7 @@ def check_group_choices(overrides: list[str]) -> None:
         except Exception:  # noqa: BLE001 - not an override (an option's value), or Hydra
             continue  # reports the syntax error itself, with context
         group = override.get_key_element().lstrip("+~")
-        if group not in CHOICE_GROUPS or override.value_type is None:
+        if group not in (*CHOICE_GROUPS, *CHOICE_KEYS) or override.value_type is None:
             continue
         if override.is_sweep_override():
             if isinstance(override.value(), Glob):  # matches options, so none is unknown
@@ -179,7 +184,7 @@ def check_group_choices(overrides: list[str]) -> None:
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        valid = group_options(group)
+        valid = CHOICE_KEYS.get(group) or group_options(group)
         for value in values:
             if value not in valid and value != "null":
                 raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")

@@ -76,6 +76,7 @@ SETTING_COLUMNS = [
     "scorer",
     "ablation",
     "layers",
+    "site",
     "reference_excludes",
 ]
 
@@ -93,6 +94,7 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
         "scorer": choice(cfg.scoring.scorer),
         "ablation": choice(cfg.ablation.mode),
         "layers": "all" if layers is None else ",".join(str(i) for i in layers),
+        "site": choice(cfg.site),
         "reference_excludes": choice(cfg.data.exclude_from_reference),
     }
 
@@ -111,6 +113,7 @@ class Analysis:
     so a bad value is rejected before anything runs) and implement :meth:`run`."""
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
+    supported_sites: ClassVar[tuple[str, ...]] = ("mlp", "attn", "heads")  # ``site`` values
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Register every analysis under its short name (its module's last part), so
@@ -140,6 +143,12 @@ class Analysis:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"tasks lists {repeated} more than once; give each task once")
+        site = choice(cfg.site)
+        if site not in self.supported_sites:
+            raise ConfigError(
+                f"analysis={analysis_name(cfg)} works on site="
+                f"{'|'.join(self.supported_sites)}, not site={site}"
+            )
 
     def run(self, ctx: RunContext) -> list[Row]:
         raise NotImplementedError
@@ -319,6 +328,10 @@ def execute(cfg: DictConfig) -> RunResult:
     analysis.check(cfg)
     parquet_engine()
     import lightning as L
+
+    from modularity.console import quiet_libraries
+
+    quiet_libraries(bool(cfg.get("verbose", False)))
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from modularity.loggers import RunLogger
