@@ -492,3 +492,24 @@ def test_an_export_that_would_fill_the_disk_is_refused_before_writing(tmp_path, 
     with pytest.raises(ModularityError, match=needs):
         export_run(run, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("module", ["faiss", "pymetis", "wandb", "gguf", "pyarrow"])
+def test_each_optional_package_missing_is_one_line_with_its_install_command(monkeypatch, module):
+    import importlib
+
+    from modularity import optional
+
+    real = importlib.import_module
+
+    def without(name: str, *args):
+        if name == module:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args)
+
+    monkeypatch.setattr(optional.importlib, "import_module", without)
+    with pytest.raises(ModularityError) as caught:
+        optional.require(module)
+    message = str(caught.value)
+    assert "\n" not in message and f"'{module}'" in message and "pip install" in message
+    assert isinstance(caught.value, ImportError)  # still an ImportError for callers
