@@ -103,14 +103,14 @@ def run_name(config: DictConfig) -> str:
 
 
 def run_settings(config: DictConfig) -> dict[str, Any]:
-    """The run's settings as flat config keys, for grouping and filtering runs in W&B."""
+    """The run's settings (model, fraction, site, ...) as flat config keys, with its task
+    and tasks, for grouping and filtering runs in W&B."""
     from modularity.analyses.base import settings
 
     return {
         **settings(config),
         "task": str(config.task.name),
         "tasks": ",".join(str(t) for t in config.tasks),
-        "site": str(OmegaConf.select(config, "site", default="mlp")),
         "seed": int(config.seed),
     }
 
