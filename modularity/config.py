@@ -23,6 +23,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from modularity.verdicts import VerdictConfig
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -30,7 +32,6 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # functional form where a name is a Python keyword or starts with a digit.
 Scope = Enum("Scope", {"layer": "layer", "global": "global"})
 AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
-Scorer = Enum("Scorer", {n: n for n in ("mad", "abs", "std", "rms", "freq", "mean", "random")})
 # Which units an analysis works on (modularity.neurons.sites): MLP neurons, attention neurons
 # (inputs of the attention output projection) or whole attention heads.
 Site = Enum("Site", {"mlp": "mlp", "attn": "attn", "heads": "heads"})
@@ -112,7 +113,7 @@ class SelectionConfig:
 
 @dataclass
 class ScoringConfig:
-    scorer: Scorer = Scorer["mad"]
+    scorer: str = "mad"  # any name registered in modularity.neurons.scoring
     eps: float = 1e-6
     seed: int = 0  # for the random scorer
 
@@ -146,6 +147,7 @@ class Config:
     # adds one); logger, checkpointing and model summary are always off for these loops.
     trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)  # modularity.verdicts
     logger: Any = None
     seed: int = 0
     output_dir: str | None = None  # set by the entry point; the API picks one if None

@@ -185,6 +185,7 @@ class Pipeline:
         key = self.cache.key(**meta)
 
         def compute() -> dict[str, torch.Tensor]:
+            log.info("tokenising %s tokens of %s (%s split)", f"{size:,}", spec.name, split)
             return text_sample(spec.config, spec.split(split), self.loaded.tokenizer, block, size)
 
         blocks, _ = self.cache.get_or_compute(key, compute, meta, check=check_blocks)

@@ -55,9 +55,7 @@ def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkey
         "collect_statistics",
         lambda *a, **k: calls.append(k["sites"]) or collect(*a, **k),
     )
-    cfg = make_cfg(
-        "model=tiny_vit", "task=digits-3", "analysis=sites", "analysis.resamples=100", *SMALL
-    )
+    cfg = make_cfg("model=tiny_vit", "task=digits-3", "analysis=sites", *SMALL)
     result = run(cfg)
     rows = result.rows
     assert calls == [("mlp", "attn", "heads")] * 2  # the task and its reference, once each

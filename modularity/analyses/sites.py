@@ -39,7 +39,6 @@ class Sites(Analysis):
     """``analysis=sites``: the same fraction of each site's units removed, task by task."""
 
     sites: list[str] = field(default_factory=lambda: ["mlp", "attn", "heads"])
-    resamples: int = 2000  # bootstrap resamples per interval
 
     def check(self, cfg: Any) -> None:
         super().check(cfg)
@@ -69,8 +68,8 @@ class Sites(Analysis):
                 selection = pipe.select(task, site=site)
                 after = pipe.evaluate(task, reference, selection.mask, site=site)
                 site_rows = [
-                    *effect_rows(task.name, before, after, self.resamples, cfg.seed),
-                    *selection_rows(task.name, selection),
+                    *effect_rows(task.name, before, after, cfg.verdict),
+                    *selection_rows(task.name, selection, cfg.verdict.min_stability),
                 ]
                 rows += [replace(row, partner=site) for row in site_rows]
                 shares[site] = depth_shares(selection.scores, cfg.selection.fraction, cfg.layers)

@@ -85,7 +85,14 @@ class ModelAdapter:
     @classmethod
     def for_model(cls, model: nn.Module) -> ModelAdapter:
         """Pick the adapter from the model's HF config, not from its module names."""
-        return adapter_class(model.config.model_type)(model)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if not isinstance(model, nn.Module) or not isinstance(model_type, str):
+            raise ConfigError(
+                f"expected a Hugging Face transformers model (a torch module with "
+                f"config.model_type), got {type(model).__name__}; supported families: "
+                f"{', '.join(supported_model_types())}"
+            )
+        return adapter_class(model_type)(model)
 
     def _find_blocks(self, model: nn.Module) -> tuple[MlpLayout, list[nn.Module]]:
         for layout in self.layouts:

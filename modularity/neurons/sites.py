@@ -102,9 +102,9 @@ def check_site_scorer(site: str, scorer: str) -> None:
     """Refuse a scorer whose statistic is uninformative on ``site`` (one line)."""
     chosen = site_of(site)
     if scorer in chosen.scorers_excluded:
-        from modularity.neurons.scoring import SCORERS
+        from modularity.neurons.scoring import scorer_names
 
-        usable = [s for s in SCORERS if s not in chosen.scorers_excluded]
+        usable = [s for s in scorer_names() if s not in chosen.scorers_excluded]
         raise ConfigError(
             f"scoring={scorer} cannot score site={site}: {chosen.why_excluded}; valid scorers "
             f"for site={site}: {', '.join(usable)}"
