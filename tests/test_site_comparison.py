@@ -88,3 +88,23 @@ def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkey
 def test_bad_site_settings_fail_before_anything_loads(make_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         run(make_cfg("model=tiny_llama", *overrides))
+
+
+@pytest.mark.slow
+def test_overlap_and_match_work_on_heads(make_cfg):
+    """Task x task overlap (z against random sets of the same sizes) and matched damage
+    on whole heads: the analyses written for MLP neurons read the run's site."""
+    cfg = make_cfg(
+        "model=tiny_vit", "site=heads", "analysis=overlap", "tasks=[digits-3,digits-5]", *SMALL
+    )
+    rows = run(cfg).rows
+    assert set(rows.site) == {"heads"}
+    sizes = rows[(rows.metric == "share_selected") & (rows.layer == "all")]
+    assert sizes.value.tolist() == [0.25, 0.25]  # one of 4 heads in each of 2 layers
+    (intersection,) = rows[rows.metric == "intersection"].itertuples()
+    assert 0 <= intersection.value <= 2 and 0 <= intersection.p_value <= 1
+    match = make_cfg(
+        "model=tiny_vit", "site=attn", "analysis=match", "tasks=[digits-3,digits-5]", *SMALL
+    )
+    rows = run(match).rows
+    assert set(rows.site) == {"attn"} and not rows.empty
