@@ -45,7 +45,7 @@ from modularity.atomic import atomic_directory
 from modularity.config import ModelConfig
 from modularity.errors import ModularityError, invalid_choice
 from modularity.models.adapter import ModelAdapter
-from modularity.models.loading import load_model
+from modularity.models.loading import load_model, stored_dtype
 from modularity.neurons.sites import check_unit_mask, column_mask, site_of
 
 Structure = Literal["structural", "zeroed"]
@@ -320,7 +320,8 @@ def _mb(n_bytes: int) -> str:
 def export_run(
     run_dir: str | os.PathLike, out_dir: str | os.PathLike, means: torch.Tensor | None = None
 ) -> ExportReport:
-    """Export the pruned model of a pruning run directory (``analysis=prune``).
+    """Export the pruned model of a pruning run directory (``analysis=prune``), in the
+    dtype its source checkpoint stores (a float16 model gives a float16 checkpoint).
 
     Reads the mask (and, for mean ablation, the reference means) from
     ``scores.safetensors`` and the model and ablation mode from ``.hydra/config.yaml``;
@@ -351,7 +352,11 @@ def export_run(
             )
         means = stored["means"]
     site = str(OmegaConf.select(cfg, "site", default="mlp"))
-    loaded = load_model(_model_config(cfg, config_path))
+    model_cfg = _model_config(cfg, config_path)
+    source = stored_dtype(model_cfg)
+    if source is not None:  # the checkpoint's own precision, whatever the run computed in
+        model_cfg.dtype = source
+    loaded = load_model(model_cfg)
     return export_pruned(
         loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor, site
     )
