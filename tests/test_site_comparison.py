@@ -16,14 +16,16 @@ from modularity.errors import ConfigError
 from modularity.run import run
 
 
-def test_spearman_matches_scipy_and_has_no_interval_below_four_pairs():
+def test_spearman_matches_scipy_and_has_no_interval_below_ten_pairs():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=12), rng.normal(size=12)
     result = spearman_interval(x, y)
     assert result.rho == pytest.approx(stats.spearmanr(x, y).statistic)
     assert result.low < result.rho < result.high and result.n == 12
-    three = spearman_interval(x[:3], y[:3])
-    assert not math.isnan(three.rho) and math.isnan(three.low) and math.isnan(three.high)
+    nine = spearman_interval(x[:9], y[:9])
+    assert not math.isnan(nine.rho) and math.isnan(nine.low) and math.isnan(nine.high)
+    perfect = spearman_interval(np.arange(12.0), -(np.arange(12.0) ** 3))
+    assert perfect.rho == -1 and math.isnan(perfect.low)  # z infinite: no interval
     assert math.isnan(spearman_interval(np.ones(5), y[:5]).rho)
 
 
