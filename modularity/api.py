@@ -3,7 +3,9 @@
 
 The same runs as the command line, without one: configs are composed by Hydra with the
 same defaults, checked the same way, and written to a run directory you choose (or the
-standard ``outputs/<date>/<time>_<model>_<task>``, never the current directory).
+standard ``outputs/<date>/<time>_<model>_<task>``, never the current directory). Bad input,
+of any Python type, raises :class:`modularity.errors.ModularityError` whose message is the
+command line's one line.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def run_analysis(*overrides: str, run_dir: str | Path | None = None) -> Any:
     returns :class:`modularity.analyses.base.RunResult`."""
     from modularity.run import run
 
-    return run(compose(*_strings("overrides", overrides), run_dir=run_dir))
+    return run(compose(*overrides, run_dir=run_dir))
 
 
 def _strings(what: str, values: Any) -> list[str]:

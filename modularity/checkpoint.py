@@ -40,7 +40,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from modularity.artefacts import OutputError, verify_run_dir, writable_directory
+from modularity.artefacts import (
+    OutputError,
+    check_free_space,
+    verify_run_dir,
+    writable_directory,
+)
 from modularity.atomic import atomic_directory
 from modularity.config import ModelConfig
 from modularity.errors import ModularityError, invalid_choice
@@ -144,6 +149,9 @@ def export_pruned(
         setattr(config, adapter.width_attribute, width_after)
 
     pruned = _model_with(model, config, state)
+    check_free_space(
+        target.parent, sum(_nbytes(t) for t in _unique(state.values())), "the checkpoint"
+    )
     try:
         with atomic_directory(target) as tmp:
             pruned.save_pretrained(tmp)
