@@ -16,14 +16,16 @@ from modularity.errors import ConfigError
 from modularity.run import run
 
 
-def test_spearman_matches_scipy_and_has_no_interval_below_four_pairs():
+def test_spearman_matches_scipy_and_has_no_interval_below_ten_pairs():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=12), rng.normal(size=12)
     result = spearman_interval(x, y)
     assert result.rho == pytest.approx(stats.spearmanr(x, y).statistic)
     assert result.low < result.rho < result.high and result.n == 12
-    three = spearman_interval(x[:3], y[:3])
-    assert not math.isnan(three.rho) and math.isnan(three.low) and math.isnan(three.high)
+    nine = spearman_interval(x[:9], y[:9])
+    assert not math.isnan(nine.rho) and math.isnan(nine.low) and math.isnan(nine.high)
+    perfect = spearman_interval(np.arange(12.0), -(np.arange(12.0) ** 3))
+    assert perfect.rho == -1 and math.isnan(perfect.low)  # z infinite: no interval
     assert math.isnan(spearman_interval(np.ones(5), y[:5]).rho)
 
 
@@ -88,3 +90,23 @@ def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkey
 def test_bad_site_settings_fail_before_anything_loads(make_cfg, overrides, message):
     with pytest.raises(ConfigError, match=message):
         run(make_cfg("model=tiny_llama", *overrides))
+
+
+@pytest.mark.slow
+def test_overlap_and_match_work_on_heads(make_cfg):
+    """Task x task overlap (z against random sets of the same sizes) and matched damage
+    on whole heads: the analyses written for MLP neurons read the run's site."""
+    cfg = make_cfg(
+        "model=tiny_vit", "site=heads", "analysis=overlap", "tasks=[digits-3,digits-5]", *SMALL
+    )
+    rows = run(cfg).rows
+    assert set(rows.site) == {"heads"}
+    sizes = rows[(rows.metric == "share_selected") & (rows.layer == "all")]
+    assert sizes.value.tolist() == [0.25, 0.25]  # one of 4 heads in each of 2 layers
+    (intersection,) = rows[rows.metric == "intersection"].itertuples()
+    assert 0 <= intersection.value <= 2 and 0 <= intersection.p_value <= 1
+    match = make_cfg(
+        "model=tiny_vit", "site=attn", "analysis=match", "tasks=[digits-3,digits-5]", *SMALL
+    )
+    rows = run(match).rows
+    assert set(rows.site) == {"attn"} and not rows.empty

@@ -1,8 +1,8 @@
 """Spearman's rank correlation with a 95% interval (Fisher's z with Fieller's variance).
 
 Fieller, Hartley & Pearson (1957): ``atanh(rho_s)`` is close to normal with variance
-``1.06 / (n - 3)``, which covers near 95% for n of about 10 and more (checked by
-simulation in the tests); below 4 pairs there is no interval.
+``1.06 / (n - 3)``, which covers near 95% from 10 pairs on (checked by simulation in the
+tests); below 10 pairs, or where rho is +-1 (z infinite), there is no interval.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from scipy import stats
 
 Z_95 = 1.959963984540054
 FIELLER_VARIANCE = 1.06
-MIN_PAIRS = 4
+MIN_PAIRS = 10
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ def spearman_interval(x: np.ndarray, y: np.ndarray) -> RankCorrelation:
     if n < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return RankCorrelation(math.nan, math.nan, math.nan, n)
     rho = float(stats.spearmanr(x, y).statistic)
-    if n < MIN_PAIRS:
+    if n < MIN_PAIRS or abs(rho) == 1:
         return RankCorrelation(rho, math.nan, math.nan, n)
-    z = math.atanh(min(max(rho, -1 + 1e-12), 1 - 1e-12))
+    z = math.atanh(rho)
     half = Z_95 * math.sqrt(FIELLER_VARIANCE / (n - 3))
     return RankCorrelation(rho, math.tanh(z - half), math.tanh(z + half), n)

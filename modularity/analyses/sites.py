@@ -8,7 +8,7 @@ task and site: the selection of the run's ``selection.fraction`` (its ``scope`` 
 the site's top fraction selected over all layers at once (``global``, whatever the run's
 scope, since a per-layer selection has the same count in every layer by construction), and
 Spearman's rank correlation over layers between the MLP's shares and each attention site's
-(with a Fisher-z interval; none below four layers). Rows name the site in ``partner``.
+(with a Fisher-z interval; none below ten layers). Rows name the site in ``partner``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Sites(Analysis):
                 "units removed; top-1 effect (task drop minus reference drop, pp) with 95% "
                 "bootstrap intervals; rho: Spearman correlation over layers between where a "
                 "task's MLP units and its attention units lie (global selection), 95% Fisher-z "
-                "interval (none below 4 layers).",
+                "interval (none below 10 layers).",
                 "",
                 format_markdown(*site_table(group)),
                 "",
