@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # build first (see README) and `make` keeps it, since it satisfies the pin's range.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup run run-full test test-fast bench models gpu-check lint clean
+.PHONY: setup run run-full test test-fast bench models gpu-check lint docs clean
 
 setup: $(STAMP)
 
@@ -51,9 +51,13 @@ models: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m modularity.gpucheck
 
+# The API reference from the docstrings, into site/ (offline).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks
 	$(BIN)/ruff format --check modularity tests benchmarks
 
 clean:
-	rm -rf outputs outputs-full multirun .pytest_cache
+	rm -rf outputs outputs-full multirun site .pytest_cache

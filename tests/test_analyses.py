@@ -4,6 +4,7 @@ caches, and that every cached value is keyed by everything that determines it.""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +28,9 @@ def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
     cfg = make_cfg(*LLAMA, "task=code", "selection.fraction=0.1")
     result = run(cfg)
     out = Path(cfg.output_dir)
-    for name in ("scores.safetensors", "metrics.json", "results.csv", "layer_counts.png"):
+    for name in ("scores.safetensors", "metrics.json", "results.csv", "layer_counts.csv"):
         assert (out / name).is_file(), name
+    assert not (out / "layer_counts.png").exists()  # per-layer selection: identical bars
     tensors = load_file(out / "scores.safetensors")
     assert tensors["scores"].shape == (2, 64) and tensors["mask"].sum(1).tolist() == [6, 6]
     rows = rows_of(result)
@@ -132,8 +134,9 @@ def test_overlap_writes_matrices_twins_and_a_verdict(make_cfg):
         ("tiny_llama-random1", "tiny_llama-random2"),
     } <= set(zip(mantel.task, mantel.partner))
     assert "verdict" in json.loads((out / "overlap.json").read_text())
-    for name in ("overlap_z_all.png", "set_sizes.png", "trained_vs_random.png"):
+    for name in ("overlap.png", "trained_vs_random.png"):
         assert (out / name).is_file(), name
+    assert not (out / "set_sizes.png").exists()  # per-layer selection: every share the same
 
 
 def test_overlap_needs_two_distinct_tasks(make_cfg):
@@ -145,9 +148,15 @@ def test_overlap_needs_two_distinct_tasks(make_cfg):
         run(make_cfg(*LLAMA, "analysis=overlap", "tasks=[code,code]"))
 
 
-def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg):
+def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg, caplog):
     cfg = make_cfg(*LLAMA, "analysis=moefy", "tasks=[code,prose]", "analysis.n_null=50")
-    result = run(cfg)
+    with caplog.at_level(logging.INFO, logger="modularity"):
+        result = run(cfg)
+    printed = caplog.text
+    assert (
+        "2 experts per layer in 2 layers, 32 neurons each (balanced k-means of the gate" in printed
+    )
+    assert "alignment z" in printed and "random balanced partition (control)" in printed
     labels = load_file(Path(cfg.output_dir) / "expert_labels.safetensors")
     assert labels["kmeans"].shape == labels["coactivation"].shape == (2, 64)
     for method in ("kmeans", "coactivation", "random"):  # 64 neurons / 32

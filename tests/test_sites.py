@@ -17,10 +17,10 @@ from tiny_models import FAMILIES, inputs_for
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoModelForCausalLM, AutoModelForImageClassification
 
+from modularity.checkpoint import export_pruned
 from modularity.collect import collect_statistics
 from modularity.config import load_model_config
 from modularity.errors import ConfigError, ModularityError
-from modularity.export import export_pruned
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate, neuron_hooks
 from modularity.neurons.sites import (

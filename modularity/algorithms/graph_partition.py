@@ -11,10 +11,12 @@ the weakest keeps more of the co-activation inside experts.
 from __future__ import annotations
 
 import numpy as np
-import pymetis
 
 from modularity.algorithms.kmeans import check_n_experts, expert_capacities
 from modularity.errors import ConfigError
+from modularity.optional import require
+
+pymetis = require("pymetis")
 
 
 def metis_partition(weights: np.ndarray, n_experts: int, *, seed: int = 0) -> np.ndarray:

@@ -56,14 +56,18 @@ from modularity.analyses.routed_quality import (
 )
 from modularity.errors import ConfigError
 from modularity.figures import (
+    CLUSTERING_LABELS,
     alignment_panels,
+    figure,
+    legend_below,
+    panel_title,
     plot_alignment_by_depth,
     plot_size_histograms,
-    plt,
     save,
+    title,
 )
 from modularity.neurons.selection import check_layers
-from modularity.outputs import format_interval, format_markdown, write_tensors
+from modularity.outputs import format_interval, format_markdown, format_table, write_tensors
 from modularity.routing.hooks import RoutedLayer
 from modularity.routing.routers import ROUTERS, experts_per_token
 from modularity.tidy import panels
@@ -225,6 +229,8 @@ class Moefy(Analysis):
             rows += self.alignment(ctx, labels, layers, n_experts)
         if self.routers:
             rows += self.routed(ctx, labels, layers, n_experts, data)
+        weights = self.which_weights(adapter.is_gated)
+        log.info("%s", console_summary(ctx.cfg.model.name, n_experts, weights, rows))
         return rows
 
     def expert_rows(
@@ -345,23 +351,22 @@ class Moefy(Analysis):
         aligned = rows[(rows.metric == "alignment_z_by_depth") & (rows.measure == "topk_fraction")]
         if not aligned.empty:
             groups = panels(aligned, exclude=("run",))
-            fig, axes = plt.subplots(
-                1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False
-            )
+            fig, axes = figure(len(groups), width=3.8, height=3.4)
             for ax, (label, group) in zip(axes[0], groups):
                 alignment_panels([ax], group, ["topk_fraction"])
-                ax.set_title(group.model.iloc[0] + (f"\n{label}" if label else ""), fontsize=9)
-            fig.suptitle("experts vs task neurons: mean z over tasks, 95% intervals", fontsize=9)
+                panel_title(ax, group.model.iloc[0] + (f" ({label})" if label else ""))
+            legend_below(fig, axes[0, 0], 2)
+            title(fig, "Experts vs task neurons: mean z over tasks vs random sets, 95% t-intervals")
             paths.append(save(fig, out / "alignment_by_depth.png"))
         for label, group in panels(rows, exclude=("run",)):
             top1 = quality_table(group, "top1")
             if top1.empty:
                 continue
             suffix = "" if not label else "_" + label.replace("=", "-").replace(", ", "_")
-            title = f"{group.model.iloc[0]}: routed inference" + (f" ({label})" if label else "")
+            heading = f"{group.model.iloc[0]}: routed inference" + (f" ({label})" if label else "")
             paths.append(
                 plot_routed_quality(
-                    out / f"routed_quality{suffix}.png", top1, quality_table(group, "loss"), title
+                    out / f"routed_quality{suffix}.png", top1, quality_table(group, "loss"), heading
                 )
             )
         return [path for path in paths if path is not None]
@@ -408,8 +413,61 @@ class Moefy(Analysis):
             ctx.title("alignment of task neurons with experts, by depth"),
         )
         ctx.figure("alignment_by_depth", path)
-        ctx.logger.lines("alignment_by_depth", pd.DataFrame([r.__dict__ for r in by_third]))
+        self.log_alignment(ctx, frame, by_third)
         return rows + by_third
+
+    @staticmethod
+    def log_alignment(ctx: RunContext, per_layer: pd.DataFrame, by_depth: list[Row]) -> None:
+        """To the logger: the top-expert z per layer (mean over tasks) as series over
+        layers, one per clustering, and by depth third as a line plot with its intervals."""
+        top = per_layer[per_layer.measure == "topk_fraction"]
+        mean = top.assign(layer=top.layer.astype(int)).pivot_table(
+            index="layer", columns="variant", values="value"
+        )
+        ctx.logger.series("layer", mean.add_prefix("alignment_z/").reset_index())
+        depth = pd.DataFrame([r.__dict__ for r in by_depth if r.measure == "topk_fraction"])
+        if depth.empty:
+            return
+        order = {name: i for i, name in enumerate(dict.fromkeys(depth.layer))}
+        ctx.logger.line_plot(
+            "alignment_by_depth",
+            depth.assign(
+                depth_index=depth.layer.map(order),
+                clustering=depth.variant.map(lambda v: CLUSTERING_LABELS.get(v, v)),
+            )[["depth_index", "layer", "clustering", "value", "low", "high", "n"]].rename(
+                columns={"layer": "depth", "value": "z"}
+            ),
+            "depth_index",
+            "z",
+            "clustering",
+            "alignment z (share of task neurons in the top expert) by depth third: "
+            + ", ".join(order),
+        )
+
+
+def console_summary(model: str, n_experts: int, weights: str, rows: list[Row]) -> str:
+    """What a moefy run found, for the console: the experts, and (with tasks) the alignment
+    z by depth third per construction method with its interval."""
+    methods = list(dict.fromkeys(r.variant for r in rows if r.metric == "inertia"))
+    layers = len({r.layer for r in rows if r.metric == "inertia"})
+    lines = [
+        f"{model}: {n_experts} experts per layer in {layers} layers, equal sizes, built by "
+        f"{', '.join(methods)} ({weights} rows for weight clustering)"
+    ]
+    depth = [r for r in rows if r.metric == "alignment_z_by_depth" and r.measure == "topk_fraction"]
+    if depth:
+        thirds = list(dict.fromkeys(r.layer for r in depth))
+        cell = {(r.variant, r.layer): r for r in depth}
+        table = [
+            [CLUSTERING_LABELS.get(v, v), *(format_interval(cell.get((v, d)), 1) for d in thirds)]
+            for v in dict.fromkeys(r.variant for r in depth)
+        ]
+        lines += [
+            f"alignment z (share of each task's neurons in its top expert, against random sets "
+            f"of the same size), mean over {int(depth[0].n)} tasks, 95% t-interval:",
+            format_table(table, ["experts", *thirds]),
+        ]
+    return "\n".join(lines)
 
 
 def _alignment_summary(rows: pd.DataFrame) -> list[str]:
