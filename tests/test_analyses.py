@@ -154,7 +154,8 @@ def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg
         result = run(cfg)
     printed = caplog.text
     assert (
-        "2 experts per layer in 2 layers, 32 neurons each (balanced k-means of the gate" in printed
+        "2 experts per layer in 2 layers, equal sizes, built by kmeans, coactivation, random "
+        "(gate rows for weight clustering)" in printed
     )
     assert "alignment z" in printed and "random balanced partition (control)" in printed
     labels = load_file(Path(cfg.output_dir) / "expert_labels.safetensors")
