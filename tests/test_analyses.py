@@ -154,7 +154,8 @@ def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg
         result = run(cfg)
     printed = caplog.text
     assert (
-        "2 experts per layer in 2 layers, 32 neurons each (balanced k-means of the gate" in printed
+        "2 experts per layer in 2 layers, equal sizes, built by kmeans, coactivation, random "
+        "(gate rows for weight clustering)" in printed
     )
     assert "alignment z" in printed and "random balanced partition (control)" in printed
     labels = load_file(Path(cfg.output_dir) / "expert_labels.safetensors")
@@ -223,7 +224,8 @@ def test_moefy_routes_every_router_and_reports_quality_with_intervals(make_cfg):
     dense = drops[drops.partner.str.endswith("@1")]
     assert (dense.value == 0).all()  # k = all experts is the dense model
     routed = drops[drops.partner.str.endswith("@0.25")]
-    assert (routed.low <= routed.value).all() and (routed.value <= routed.high).all()
+    given = routed[routed.low.notna()]  # no interval where too few documents allow none
+    assert ((given.low <= given.value + 1e-9) & (given.value <= given.high + 1e-9)).all()
     captured = rows[rows.metric == "captured_mass"].copy()
     by = captured.pivot_table(index=["partner", "layer"], values="value", aggfunc="first")
     for layer in ("0", "1"):
