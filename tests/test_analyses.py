@@ -149,7 +149,13 @@ def test_overlap_needs_two_distinct_tasks(make_cfg):
 
 
 def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg, caplog):
-    cfg = make_cfg(*LLAMA, "analysis=moefy", "tasks=[code,prose]", "analysis.n_null=50")
+    cfg = make_cfg(
+        *LLAMA,
+        "analysis=moefy",
+        "tasks=[code,prose]",
+        "analysis.n_null=50",
+        "analysis.methods=[kmeans,coactivation,random]",
+    )
     with caplog.at_level(logging.INFO, logger="modularity"):
         result = run(cfg)
     printed = caplog.text

@@ -99,3 +99,12 @@ def test_bad_graphs_are_named():
         metis_partition(np.array([[0, 1], [2, 0]]), 2)
     with pytest.raises(ConfigError, match="integers"):
         metis_partition(np.zeros((2, 2)), 2)
+
+
+def test_counts_too_large_for_memory_are_refused_in_one_line():
+    from modularity.algorithms.coactivation import check_counts_fit
+    from modularity.errors import ConfigError
+
+    check_counts_fit(30, 1536, available=16 * 2**30)  # SmolLM2: 0.5 GiB
+    with pytest.raises(ConfigError, match=r"32 layers x 14336\^2 neurons need 49.0 GiB"):
+        check_counts_fit(32, 14336, available=64 * 2**30)  # Mistral 7B

@@ -92,9 +92,8 @@ class Moefy(Analysis):
     experts: int | None = None  # None: d_mlp // neurons_per_expert
     neurons_per_expert: int = 32
     weights: Weights = Weights["auto"]
-    methods: list[Method] = field(
-        default_factory=lambda: [Method["kmeans"], Method["coactivation"], Method["random"]]
-    )
+    # coactivation costs a forward and O(layers x N^2) memory: experiments ask for it.
+    methods: list[Method] = field(default_factory=lambda: [Method["kmeans"], Method["random"]])
     active: ActiveRule = ActiveRule["positive"]  # when a neuron counts as active (coactivation)
     active_share: float = 0.1  # active=top: the share of a token's largest activations
     routers: list[RouterKind] = field(default_factory=list)
