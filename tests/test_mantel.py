@@ -1,6 +1,7 @@
 """Mantel test: statistics equal scipy's, p-values are uniform under the null, small for
 related matrices, exact for few tasks; bad input is a clear error."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from scipy import stats
 
 from modularity.algorithms.mantel import mantel, partial_mantel
+from modularity.analyses.persistence import mantel_rows, verdict
 from modularity.errors import ConfigError
 
 
@@ -157,3 +159,20 @@ def test_partial_mantel_rejects_a_mismatched_control():
     rng = np.random.default_rng(22)
     with pytest.raises(ValueError, match="differ in shape"):
         partial_mantel(symmetric(rng, 5), symmetric(rng, 5), symmetric(rng, 6))
+
+
+def test_persistence_rows_hold_the_partial_test_and_the_verdict_reads_it():
+    rng = np.random.default_rng(23)
+    data = symmetric(rng, 6)
+    trained, twin = data + 0.1 * symmetric(rng, 6), data + 0.1 * symmetric(rng, 6)
+    matrices = {"m": trained, "m-random1": twin}
+    rows = mantel_rows(matrices, [("m", "m-random1")], 99, data)
+    assert [r.metric for r in rows] == ["mantel_r", "partial_mantel_r"]
+    expected = partial_mantel(trained, twin, data, "spearman")
+    assert rows[1].value == pytest.approx(expected.statistic)
+    assert rows[1].p_value == pytest.approx(expected.p_value)
+    init = [dataclasses.replace(r, partner="m-init") for r in rows]
+    sentence = verdict(init, "m")
+    assert "point estimates" not in sentence  # no random-vs-random control here
+    held = "beyond" if expected.p_value < 0.05 else "not beyond"
+    assert f"partial r {expected.statistic:.2f} (p {expected.p_value:.3g}), {held}" in sentence

@@ -121,10 +121,11 @@ def test_each_experiments_headline_fraction_is_the_one_its_summary_reports(path)
     """The summary's headline is the lower median of the swept fractions: in every
     experiment that is the fraction it declares (``selection.fraction``, or its base's)."""
     cfg = OmegaConf.load(path)
-    swept = OmegaConf.select(cfg, "hydra.sweeper.params")["selection.fraction"]
-    fractions = pd.Series([float(f) for f in str(swept).split(",")])
     declared = OmegaConf.select(cfg, "selection.fraction")
     if declared is None:  # inherits from the experiment it extends
         base = next(d for d in cfg.defaults if isinstance(d, str) and d.startswith("embedded"))
         declared = OmegaConf.load(path.parent / f"{base}.yaml").selection.fraction
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    swept = params.get("selection.fraction", declared)  # no sweep: its one fraction
+    fractions = pd.Series([float(f) for f in str(swept).split(",")])
     assert lower_median(fractions) == pytest.approx(float(declared))
