@@ -198,6 +198,32 @@ def family_tasks(prefix: str) -> list[str]:
     return [f"{prefix}-{suffix}" for suffix in task_families()[prefix][1]]
 
 
+def nested_tasks(names: Sequence[str]) -> dict[str, str]:
+    """Each of ``names`` whose images all belong to another of ``names`` (a class inside
+    its superclass: fashion-shirt in fashion-tops) -> that task. Any network ranks such a
+    pair as related, so across-task statistics must not count both as independent."""
+    from modularity.data.image_classes import image_classes
+
+    sets: dict[str, frozenset[int]] = {}
+    for prefix, image_set in (
+        ("digits", "digits"),
+        ("fashion", "fashion_mnist"),
+        ("cifar20", "cifar100"),
+    ):
+        classes = image_classes(image_set)
+        for i, name in enumerate(classes.class_names):
+            sets[f"{prefix}-{slug(name)}"] = frozenset([i])
+        for name, ids in classes.superclasses.items():
+            sets.setdefault(f"{prefix}-{name}", frozenset(ids))
+    known = [n for n in names if n in sets]
+    return {
+        inner: outer
+        for inner in known
+        for outer in known
+        if inner != outer and sets[inner] < sets[outer]
+    }
+
+
 # --------------------------------------------------------------------------- registration
 
 

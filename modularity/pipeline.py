@@ -38,8 +38,10 @@ from modularity.neurons.stats import CollectedStats, NeuronStats
 
 log = logging.getLogger(__name__)
 
-# Bump a version when the code that computes that kind of value changes what it computes.
-VERSIONS = {"stats": 6, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
+# Bump a version when the code that computes that kind of value changes what it computes
+# (frequent_tokens, baseline, tokens last, and stats 6 -> 7: text pools lost their
+# duplicate texts, modularity.data.splits).
+VERSIONS = {"stats": 7, "frequent_tokens": 3, "baseline": 6, "tokens": 3}
 
 
 @dataclass(frozen=True)

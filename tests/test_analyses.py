@@ -7,12 +7,15 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from modularity.analyses.persistence import data_similarity
 from modularity.models.loading import load_model
+from modularity.pipeline import Pipeline
 from modularity.run import run
 from modularity.verdicts import STABLE, UNSTABLE, VERDICTS
 
@@ -137,6 +140,29 @@ def test_overlap_writes_matrices_twins_and_a_verdict(make_cfg):
     for name in ("overlap.png", "trained_vs_random.png"):
         assert (out / name).is_file(), name
     assert not (out / "set_sizes.png").exists()  # per-layer selection: every share the same
+    # the partial test's control: overlap of unigram distributions, no network (cached blocks)
+    pipe = Pipeline(cfg)
+    similarity = data_similarity(pipe, ["code", "prose", "biology"])
+    ids = [
+        pipe.text_blocks(pipe.task(name), "collect")["input_ids"].flatten().numpy()
+        for name in ("code", "prose")
+    ]
+    width = max(int(i.max()) for i in ids) + 1
+    p, q = (np.bincount(i, minlength=width) / len(i) for i in ids)
+    assert similarity[0, 1] == pytest.approx(np.minimum(p, q).sum())
+    assert np.allclose(similarity, similarity.T) and np.allclose(np.diag(similarity), 1.0)
+
+
+def test_data_similarity_of_images_correlates_their_mean_images(make_cfg):
+    cfg = make_cfg("model=tiny_vit", "data.collect_size=200", "tasks=[digits-0,digits-1]")
+    pipe = Pipeline(cfg)
+    names = ["digits-0", "digits-1", "digits-8"]
+    means = []
+    for name in names:
+        loader, _ = pipe.loader(pipe.task(name), "collect")
+        pixels = torch.cat([batch["pixel_values"] for batch in loader]).double()
+        means.append(pixels.mean(0).flatten().numpy())
+    assert np.allclose(data_similarity(pipe, names), np.corrcoef(means))
 
 
 def test_overlap_needs_two_distinct_tasks(make_cfg):

@@ -5,11 +5,14 @@ missing."""
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from scipy import stats
 
 import modularity
+from modularity.algorithms.t_interval import mean_over_estimates
 from modularity.analyses.base import Row
 from modularity.analyses.prune import Prune, console_summary
 from modularity.tidy import lower_median
@@ -38,6 +41,7 @@ def task_rows(task: str, effect: float, se: float, p: float, p_null: float, stab
             **where,
         ),
         Row("null_margin", 1.0, variant="task-reference", p_value=p_null, n=40, **where),
+        Row("standard_error", se, variant="task-reference", n=40, **where),
         Row("stability", stability, task=task, label=UNSTABLE if stability < 0.7 else ""),
         Row("evaluate_tokens", 4096.0, task=task, variant="task"),
     ]
@@ -68,6 +72,32 @@ def test_summary_corrects_verdicts_over_the_tasks():
     assert "| 1 of 3 | 0 of 3 | 0 of 3 | 2 of 3 | 1 |" in text  # effect, reverse, null, inc.
 
 
+def test_nested_tasks_are_marked_and_left_out_of_the_mean_and_counts():
+    rows = frame(
+        {
+            "fashion-tops": (6.0, 1.0, 0.001, 0.9, 0.9),
+            "fashion-shirt": (8.0, 1.0, 0.001, 0.9, 0.9),
+            "fashion-bag": (2.0, 1.0, 0.04, 0.5, 0.9),
+        }
+    )
+    text = "\n".join(Prune.summary(rows))
+    assert "| fashion-shirt (inside fashion-tops) |" in text
+    assert "Left out as nested in another task (their images overlap): fashion-shirt" in text
+    mean, low, high = mean_over_estimates(np.array([6.0, 2.0]), np.array([1.0, 1.0]))
+    assert f"| {mean:+.1f} [{low:+.1f}, {high:+.1f}] | 2 of 2 |" in text  # shirt not counted
+
+
+def test_the_mean_over_tasks_is_never_narrower_than_their_own_errors():
+    values, errors = np.array([3.0, 3.1, 2.9, 3.0]), np.array([2.0, 2.0, 2.0, 2.0])
+    mean, low, high = mean_over_estimates(values, errors)
+    t = stats.t.ppf(0.975, 3)
+    assert mean == pytest.approx(3.0)
+    assert high - mean == pytest.approx(t * np.sqrt(4 * 4.0 / 16))  # the floor: sum se^2 / K^2
+    spread = np.array([0.0, 10.0, 4.0, 6.0])
+    mean, low, high = mean_over_estimates(spread, np.full(4, 0.1))
+    assert (low, high) == pytest.approx(stats.t.interval(0.95, 3, 5.0, stats.sem(spread)))
+
+
 def test_console_says_why_there_is_no_interval():
     rows = [
         *task_rows("code", 5.0, float("nan"), float("nan"), float("nan"), 0.5),
@@ -91,10 +121,11 @@ def test_each_experiments_headline_fraction_is_the_one_its_summary_reports(path)
     """The summary's headline is the lower median of the swept fractions: in every
     experiment that is the fraction it declares (``selection.fraction``, or its base's)."""
     cfg = OmegaConf.load(path)
-    swept = OmegaConf.select(cfg, "hydra.sweeper.params")["selection.fraction"]
-    fractions = pd.Series([float(f) for f in str(swept).split(",")])
     declared = OmegaConf.select(cfg, "selection.fraction")
     if declared is None:  # inherits from the experiment it extends
         base = next(d for d in cfg.defaults if isinstance(d, str) and d.startswith("embedded"))
         declared = OmegaConf.load(path.parent / f"{base}.yaml").selection.fraction
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    swept = params.get("selection.fraction", declared)  # no sweep: its one fraction
+    fractions = pd.Series([float(f) for f in str(swept).split(",")])
     assert lower_median(fractions) == pytest.approx(float(declared))

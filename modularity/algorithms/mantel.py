@@ -12,10 +12,17 @@ Up to ``EXACT_MAX_TASKS`` tasks every permutation is enumerated and the p-value 
 share of permutations, identity included, at least as extreme as the observed labelling).
 Beyond, permutations are drawn at random and ``p = (1 + #as extreme) / (1 + n)``, which
 counts the observed labelling as one of the draws and so is never 0.
+
+``partial_mantel`` asks the same while holding a third matrix fixed (Smouse, Long & Sokal
+1986): both matrices' entries are regressed on the control's and the residuals are
+Mantel-tested, one residual matrix relabelled (Legendre's permutation of residuals). With
+the tasks' data similarity as the control, agreement that only reflects overlapping inputs
+(a class inside its superclass) no longer counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -99,6 +106,38 @@ def mantel(
         method=method,
         alternative=alternative,
     )
+
+
+def partial_mantel(
+    a: np.ndarray,
+    b: np.ndarray,
+    control: np.ndarray,
+    method: Method = "pearson",
+    alternative: Alternative = "greater",
+    n_permutations: int = 9999,
+    seed: int = 0,
+) -> MantelResult:
+    """Mantel test of ``a`` against ``b`` with ``control`` partialled out of both; the
+    statistic is the partial correlation of their off-diagonal entries (of their ranks for
+    ``spearman``)."""
+    if method not in METHODS:
+        raise invalid_choice("Mantel correlation", method, METHODS)
+    checked = [_checked(m, name) for m, name in ((a, "a"), (b, "b"), (control, "control"))]
+    if len({m.shape for m in checked}) != 1:
+        raise ValueError(f"matrices differ in shape: {[m.shape for m in checked]}")
+    rows, cols = np.triu_indices(checked[0].shape[0], k=1)
+    if method == "spearman":
+        checked = [_rank_matrix(m, rows, cols) for m in checked]
+    design = np.column_stack([np.ones(len(rows)), _standardised(checked[2][rows, cols], "control")])
+    residuals = []
+    for m in checked[:2]:
+        values = m[rows, cols]
+        fitted = design @ np.linalg.lstsq(design, values, rcond=None)[0]
+        matrix = np.zeros_like(m)
+        matrix[rows, cols] = values - fitted
+        residuals.append(matrix + matrix.T)
+    result = mantel(*residuals, "pearson", alternative, n_permutations, seed)
+    return dataclasses.replace(result, method=method)
 
 
 def _checked(matrix: np.ndarray, name: str) -> np.ndarray:

@@ -42,8 +42,9 @@ def effect_rows(
 ) -> list[Row]:
     """Levels, drops (absolute and relative, in %) per side, and the effect, per measure.
 
-    The effect row carries its p-value against 0 and its verdict (``label``); a
-    ``null_margin`` row beside it holds the margin and the equivalence p-value."""
+    The effect row carries its p-value against 0 and its verdict (``label``); beside it a
+    ``null_margin`` row holds the margin and the equivalence p-value, and
+    ``standard_error`` / ``degrees_of_freedom`` rows what the interval was built from."""
     rows: list[Row] = []
     for measure in after["task"].num:  # computed now, so in the loop's order
         kind = "loss" if measure == "loss" else "accuracy"
@@ -75,7 +76,10 @@ def effect_rows(
                 **where,
             )
         )
-        rows.append(Row("null_margin", margin, p_value=p_null, n=float(effect.n_units), **where))
+        units = float(effect.n_units)
+        rows.append(Row("null_margin", margin, p_value=p_null, n=units, **where))
+        rows.append(Row("standard_error", effect.se, n=units, **where))
+        rows.append(Row("degrees_of_freedom", effect.df, n=units, **where))
         ref = relative.get("reference")
         if "task" in relative and ref is not None and ref.low > 0:
             rows.append(Row("drop_ratio", relative["task"].value / ref.value, **where))

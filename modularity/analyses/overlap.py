@@ -126,6 +126,11 @@ class Overlap(Analysis):
             f"r = {t.value:.2f}, p = {t.p_value:.3g}."
             for t in rows[rows.metric == "mantel_r"].itertuples()
         ]
+        lines += [
+            f"- The same with the tasks' data similarity held fixed (partial Mantel), "
+            f"{t.task} vs {t.partner}: r = {t.value:.2f}, p = {t.p_value:.3g}."
+            for t in rows[rows.metric == "partial_mantel_r"].itertuples()
+        ]
         if len(index) or (rows.metric == "mantel_r").any():
             lines.append(f"- {verdict(list(rows.itertuples()), rows.model.iloc[0])}")
         return lines

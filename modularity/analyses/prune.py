@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modularity.algorithms.t_interval import mean_interval
+from modularity.algorithms.t_interval import mean_over_estimates
 from modularity.algorithms.unit_intervals import no_interval_reason
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
-from modularity.config import choice
+from modularity.config import choice, nested_tasks
 from modularity.figures import (
     figure,
     legend_below,
@@ -227,15 +227,18 @@ def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> s
 
 
 def top1_effects(rows: pd.DataFrame) -> pd.DataFrame:
-    """The top-1 effect rows, each with its equivalence p-value (``p_null``, from the
-    ``null_margin`` row beside it) and margin."""
+    """The top-1 effect rows, each with its equivalence p-value (``p_null``) and margin
+    (from the ``null_margin`` row beside it) and its standard error (``se``)."""
     keys = ["run", "task"]
-    effects = rows[(rows.metric == "effect") & (rows.measure == "top1")]
-    margins = rows[(rows.metric == "null_margin") & (rows.measure == "top1")]
-    margins = margins[[*keys, "value", "p_value"]].rename(
-        columns={"value": "margin", "p_value": "p_null"}
-    )
-    return effects.merge(margins, on=keys, how="left")
+    top1 = rows[(rows.measure == "top1") & (rows.variant == "task-reference")]
+    effects = top1[top1.metric == "effect"]
+    for metric, columns in (
+        ("null_margin", {"value": "margin", "p_value": "p_null"}),
+        ("standard_error", {"value": "se"}),
+    ):
+        beside = top1[top1.metric == metric][[*keys, *columns]].rename(columns=columns)
+        effects = effects.merge(beside, on=keys, how="left")
+    return effects
 
 
 def holm_verdicts(effects: pd.DataFrame) -> list[str]:
@@ -265,6 +268,7 @@ def task_table(rows: pd.DataFrame) -> list[list[str]]:
     Holm-corrected verdict, loss effect, stability with its flag, evaluation data."""
     effects = top1_effects(rows)
     labels = dict(zip(effects.task, holm_verdicts(effects)))
+    nested = nested_tasks(sorted(labels))
     table = []
     for task, group in rows.groupby("task"):
         if task not in labels:
@@ -282,7 +286,7 @@ def task_table(rows: pd.DataFrame) -> list[list[str]]:
         before, after = pick[("before", "task", "top1")], pick[("after", "task", "top1")]
         table.append(
             [
-                task,
+                task + (f" (inside {nested[task]})" if task in nested else ""),
                 f"{before.value:.3f} → {after.value:.3f}",
                 format_interval(pick.get(("drop", "task", "top1"))),
                 format_interval(pick.get(("drop", "reference", "top1"))),
@@ -297,15 +301,16 @@ def task_table(rows: pd.DataFrame) -> list[list[str]]:
 
 
 def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
-    """One line per fraction: mean top-1 effect over tasks (t-interval), the verdicts
-    corrected by Holm over every task and fraction of the table, unstable selections, mean
-    stability."""
-    effects = top1_effects(rows)
+    """One line per fraction over the tasks not nested in another: mean top-1 effect with
+    its interval over tasks, the verdicts corrected by Holm over every such task and
+    fraction of the table, unstable selections, mean stability."""
+    nested = nested_tasks(sorted(rows.task.unique()))
+    effects = top1_effects(rows[~rows.task.isin(list(nested))])
     effects["verdict"] = holm_verdicts(effects)
-    stability = rows[rows.metric == "stability"]
+    stability = rows[(rows.metric == "stability") & ~rows.task.isin(list(nested))]
     table = []
     for fraction, group in effects.groupby("fraction"):
-        mean, low, high = mean_interval(group.value.to_numpy())
+        mean, low, high = mean_over_estimates(group.value.to_numpy(), group.se.to_numpy())
         stable = stability[np.isclose(stability.fraction, fraction)]
         counts = group.verdict.value_counts()
         table.append(
@@ -321,17 +326,21 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
         )
     header = [
         "fraction",
-        "mean effect (pp), 95% t-interval over tasks",
+        "mean effect (pp), 95% interval over tasks",
         *VERDICTS,
         UNSTABLE,
         "mean stability",
     ]
     title = f"Selective pruning{f' ({label})' if label else ''}: top-1 effect by fraction."
-    family = (
+    notes = [
         f"Verdict counts are corrected by Holm's method over all {len(effects)} task x "
-        "fraction effects of this table (5% family-wise)."
-    )
-    return [title, "", format_markdown(table, header), "", family]
+        "fraction effects of this table (5% family-wise). The mean's interval is a t interval "
+        "over tasks, never narrower than the tasks' own standard errors allow."
+    ]
+    if nested:
+        inside = ", ".join(f"{inner} (inside {outer})" for inner, outer in sorted(nested.items()))
+        notes.append(f"Left out as nested in another task (their images overlap): {inside}.")
+    return [title, "", format_markdown(table, header), "", *notes]
 
 
 def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:

@@ -112,6 +112,33 @@ def split_documents(
     return out
 
 
+def normalised_text(text: str) -> str:
+    """The text with every run of whitespace made one space, ends stripped: two documents
+    that differ only in layout are the same text."""
+    return " ".join(text.split())
+
+
+def without_duplicates(pools: Mapping[str, list[Document]]) -> dict[str, list[Document]]:
+    """``pools`` with every document dropped whose normalised text occurs in an earlier pool
+    (in ``pools``' order) or earlier in its own pool, so no text is both trained on and
+    evaluated, or both a task's and its reference's.
+
+    The first pool (``train``: what the shipped models were trained on) is kept whole and
+    wins every tie: duplicates are removed from the evaluation and reference side.
+    """
+    seen: set[str] = set()
+    out: dict[str, list[Document]] = {}
+    for index, (name, docs) in enumerate(pools.items()):
+        kept = []
+        for doc in docs:
+            key = hashlib.sha256(normalised_text(doc.text).encode()).hexdigest()
+            if index == 0 or key not in seen:
+                kept.append(doc)
+            seen.add(key)
+        out[name] = kept
+    return out
+
+
 def check_split(split: str, valid: Iterable[str]) -> str:
     """``split`` if it is one of ``valid``, else a ``ConfigError`` listing them."""
     valid = list(valid)

@@ -19,7 +19,13 @@ from modularity.config import choice
 from modularity.data.corpora import Document, load_corpus
 from modularity.data.hub import load_hub_dataset
 from modularity.data.packing import TextSample, pack_documents
-from modularity.data.splits import TEXT_SPLITS, check_split, split_documents, stable_uniform
+from modularity.data.splits import (
+    TEXT_SPLITS,
+    check_split,
+    split_documents,
+    stable_uniform,
+    without_duplicates,
+)
 from modularity.errors import ConfigError, ModularityError
 
 DOC_BLOCKS = 4  # most blocks one document contributes to a task's sample
@@ -42,16 +48,18 @@ def local_corpora(task: DictConfig) -> list[str]:
 
 
 def corpus_documents(name: str, split: str, seed: int) -> list[Document]:
-    """One pool (a ``TEXT_SPLITS`` name) of one corpus, in an order seeded by ``seed``."""
+    """One pool (a ``TEXT_SPLITS`` name) of one corpus, in an order seeded by ``seed``,
+    without texts that an earlier pool already holds (``without_duplicates``)."""
     check_split(split, TEXT_SPLITS)
     return list(_ordered_pool(tuple(load_corpus(name)), split, seed))
 
 
 @functools.lru_cache(maxsize=64)
 def _ordered_pool(docs: tuple[Document, ...], split: str, seed: int) -> tuple[Document, ...]:
-    """Hashed into pools and ordered once per corpus (keyed by its documents, so a corpus
-    read from another source is another key): a sweep packs each pool many times."""
-    return tuple(_shuffled(split_documents(list(docs))[split], seed))
+    """Hashed into pools, rid of texts an earlier pool holds, and ordered once per corpus
+    (keyed by its documents, so a corpus read from another source is another key): a
+    sweep packs each pool many times."""
+    return tuple(_shuffled(without_duplicates(split_documents(list(docs)))[split], seed))
 
 
 def local_documents(task: DictConfig, split: str) -> list[Document]:
