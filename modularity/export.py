@@ -93,14 +93,16 @@ def export_pruned(
     means: torch.Tensor | None = None,
     tokenizer: Any = None,
     image_processor: Any = None,
+    adapter: ModelAdapter | None = None,
 ) -> ExportReport:
     """Write ``model`` with the neurons in ``mask`` (``[layers, neurons]`` bool) ablated.
 
     ``mode`` is ``zero`` or ``mean`` (``means``: ``[layers, neurons]``, the values the masked
     neurons are replaced by). ``out_dir`` must not exist or be empty; it appears whole or not
     at all. The tokenizer or image processor, if given, is saved beside the weights.
+    ``adapter`` is needed only for a family known through a config layout (``LoadedModel``'s).
     """
-    adapter = ModelAdapter.for_model(model)
+    adapter = adapter or ModelAdapter.for_model(model)
     if getattr(model, "is_quantized", False):
         raise ModularityError("cannot export a quantised model; load it in float or bf16")
     mask = _checked_mask(mask, adapter)
@@ -111,7 +113,11 @@ def export_pruned(
     config = copy.deepcopy(model.config)
     counts = mask.sum(dim=1)
     width = adapter.n_neurons
-    structural = bool((counts == counts[0]).all()) and 0 < int(counts[0]) < width
+    structural = (
+        adapter.width_attribute is not None
+        and bool((counts == counts[0]).all())
+        and 0 < int(counts[0]) < width
+    )
     if means is not None:
         _ensure_output_biases(adapter, state, config)
     for layer in range(adapter.n_layers):
@@ -296,7 +302,14 @@ def export_run(
         means = stored["means"]
     loaded = load_model(_model_config(cfg, config_path))
     return export_pruned(
-        loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor
+        loaded.model,
+        mask,
+        out_dir,
+        mode,
+        means,
+        loaded.tokenizer,
+        loaded.image_processor,
+        loaded.adapter,
     )
 
 
