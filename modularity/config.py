@@ -74,6 +74,8 @@ class ModelConfig:
     dtype: DType = DType["float32"]
     revision: str | None = None
     gguf_file: str | None = None  # a GGUF file inside `path`, de-quantised once and cached
+    # A package shipping a GGUF in parts, joined by its assemble() (instead of `path`).
+    gguf_parts: str | None = None
     quantization: Quantization | None = None  # 8bit | 4bit (bitsandbytes, CUDA only)
     batch_size: int = 8
     # Tiny models: the text task's block size is capped at this context length.

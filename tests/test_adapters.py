@@ -1,12 +1,15 @@
-"""Every adapter finds its family's neuron site on a tiny random model."""
+"""Every registered family (found by discovery, not listed) on its tiny random model: neuron
+site, statistics against hooked activations, discovery of modules and entry points."""
 
 import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tiny_models import FAMILIES, inputs_for, tiny_config
 
 import modularity.models as models_package
+from modularity.collect import collect_statistics
 from modularity.config import load_model_config
 from modularity.errors import ConfigError, ModularityError
 from modularity.models import adapter as adapter_module
@@ -14,6 +17,11 @@ from modularity.models import discovery
 from modularity.models.adapter import adapter_class, supported_model_types
 from modularity.models.loading import load_model
 from modularity.neurons.masks import neuron_hooks
+
+TRAINER = OmegaConf.create(
+    {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}
+    | {"enable_progress_bar": False}
+)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -153,3 +161,34 @@ def test_every_registered_family_has_a_tiny_model():
     assert supported_model_types() == FAMILIES
     for family in FAMILIES:
         assert tiny_config(family).hf_config.model_type == family
+
+
+class Items(torch.utils.data.Dataset):
+    """The rows of a batch as items (all in half 0)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]) -> None:
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(next(iter(self.batch.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**{k: v[i] for k, v in self.batch.items()}, "half": torch.tensor(0)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_collected_statistics_equal_the_hooked_activations(family):
+    loaded = load_model(tiny_config(family, {"seed": 2}))
+    inputs = inputs_for(loaded)
+    seen: dict[int, torch.Tensor] = {}
+    with torch.no_grad(), neuron_hooks(loaded.adapter, lambda k, x: seen.setdefault(k, x)):
+        loaded.model(**inputs)
+    stats = collect_statistics(
+        loaded, torch.utils.data.DataLoader(Items(inputs), batch_size=2), TRAINER
+    ).full
+    for layer in range(loaded.adapter.n_layers):
+        acts = seen[layer].reshape(-1, loaded.adapter.n_neurons).double()
+        torch.testing.assert_close(torch.as_tensor(stats.mean[layer]), acts.mean(0))
+        torch.testing.assert_close(
+            torch.as_tensor(stats.std[layer]), acts.std(0, correction=0), rtol=1e-5, atol=1e-7
+        )

@@ -104,6 +104,15 @@ def _source_dir(cfg: DictConfig) -> str | None:
             f"model.checkpoint={cfg.checkpoint!r} needs one of the project's own models "
             "(model.builtin), which keep their training checkpoints"
         )
+    if cfg.gguf_parts:
+        if cfg.builtin or cfg.path:
+            raise ConfigError(
+                f"model {cfg.name!r}: model.gguf_parts={cfg.gguf_parts!r} is the weights' "
+                "source, so model.builtin and model.path must be null"
+            )
+        from modularity.models.gguf import dequantized_parts_dir
+
+        return str(dequantized_parts_dir(cfg.gguf_parts))
     if cfg.builtin:
         return str(builtin_model_dir(cfg.builtin, cfg.checkpoint))
     if cfg.path:
