@@ -36,8 +36,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py
+	$(BIN)/python benchmarks/bench_interval_coverage.py
 	$(BIN)/python benchmarks/bench_kmeans.py
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_sites.py
 	$(BIN)/python benchmarks/bench_eval_memory.py
 
 # Opt-in, never part of setup: Gemma 3 270M's GGUF (four parts on PyPI). Gemma's terms of

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from modularity.errors import ConfigError
+from modularity.errors import ConfigError, invalid_choice
 
 # Friendly keyword names for the settings a notebook changes most.
 ALIASES = {
@@ -54,12 +55,30 @@ def as_overrides(settings: dict[str, Any]) -> list[str]:
 
 
 def compose(*overrides: str, run_dir: str | Path | None = None) -> DictConfig:
-    """The run config the command line would compose from ``overrides``."""
-    from modularity.config import compose_config
+    """The run config the command line would compose from ``overrides``, checked the same
+    way (a bad value raises :class:`~modularity.errors.ModularityError` with the command
+    line's one-line message)."""
+    from modularity.validate import compose_checked
 
-    cfg = compose_config(overrides)
-    cfg.output_dir = None if run_dir is None else str(run_dir)
+    cfg = compose_checked(list(overrides))
+    cfg.output_dir = None if run_dir is None else str(_path("run_dir", run_dir))
     return cfg
+
+
+def _path(what: str, value: Any) -> Path:
+    """``value`` as a path, or the one-line error naming ``what``."""
+    if not isinstance(value, str | PathLike) or not str(value):
+        raise ConfigError(f"{what} must be a directory path (str or Path); got {value!r}")
+    return Path(value)
+
+
+def _choice(group: str, value: Any) -> str:
+    """``value`` as an option name of config ``group`` (``model``, ``task``)."""
+    from modularity.config import group_options
+
+    if not isinstance(value, str):  # named as the command line would read it
+        raise invalid_choice(group, value if value is None else str(value), group_options(group))
+    return value
 
 
 @dataclass(frozen=True)
@@ -106,7 +125,15 @@ def run_analysis(*overrides: str, run_dir: str | Path | None = None) -> Any:
     returns :class:`modularity.analyses.base.RunResult`."""
     from modularity.run import run
 
-    return run(compose(*overrides, run_dir=run_dir))
+    return run(compose(*_strings("overrides", overrides), run_dir=run_dir))
+
+
+def _strings(what: str, values: Any) -> list[str]:
+    """Hydra overrides given as a list of strings (a lone string is one override)."""
+    values = [values] if isinstance(values, str) else values
+    if not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{what} must be strings such as 'task=code'; got {values!r}")
+    return list(values)
 
 
 def prune(
@@ -125,13 +152,15 @@ def prune(
     ``collect_size=4096``, ``data__block_size=64``); ``overrides`` Hydra overrides as typed
     on the command line.
     """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+        raise ConfigError(f"fraction={fraction!r} must be a number in (0, 1]")
     result = run_analysis(
-        f"model={model}",
-        f"task={task}",
+        f"model={_choice('model', model)}",
+        f"task={_choice('task', task)}",
         f"selection.fraction={fraction}",
         "analysis=prune",
         *as_overrides(settings),
-        *overrides,
+        *_strings("overrides", overrides),
         run_dir=run_dir,
     )
     extras = result.extras
@@ -144,30 +173,34 @@ def ablate(
     mask: torch.Tensor,
     mode: str = "zero",
     means: torch.Tensor | None = None,
+    site: str = "mlp",
 ) -> Iterator[torch.nn.Module]:
-    """Ablate the neurons in ``mask`` (``[layers, neurons]`` bool) of a Hugging Face model
-    you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
+    """Ablate the units of ``site`` in ``mask`` (``[layers, units]`` bool) of a Hugging Face
+    model you loaded yourself, for the ``with`` body; the model is restored bit for bit after.
 
-    ``mode="mean"`` replaces them by ``means`` (``[layers, neurons]``) instead of zero.
+    ``site`` is ``mlp`` (MLP neurons), ``attn`` (attention neurons, the attention output
+    projection's input columns) or ``heads`` (whole heads). ``mode="mean"`` replaces them by
+    ``means`` (``[layers, columns]`` of that input; for heads the attention neurons' means)
+    instead of zero.
     """
+    from modularity.checkpoint import checked_means
     from modularity.models.adapter import ModelAdapter
     from modularity.neurons.masks import ablate as ablate_sites
+    from modularity.neurons.sites import check_unit_mask, column_mask
 
     adapter = ModelAdapter.for_model(model)
-    expected = (adapter.n_layers, adapter.n_neurons)
-    if tuple(mask.shape) != expected or mask.dtype != torch.bool:
-        raise ConfigError(
-            f"mask must be a bool tensor of shape {expected} (layers, neurons) for this "
-            f"{type(model).__name__}; got {mask.dtype} {tuple(mask.shape)}"
-        )
-    with ablate_sites(adapter, mask, mode, means):
+    mask = check_unit_mask(adapter, site, mask)
+    columns = column_mask(adapter, site, mask).shape[1]
+    means = checked_means(mode, means, adapter, columns)
+    with ablate_sites(adapter, mask, mode, means, site):
         yield model
 
 
 def export(source: PruneResult | str | Path, out_dir: str | Path) -> Any:
     """Write the pruned model of a pruning run (a :class:`PruneResult` or its run
     directory) as a Hugging Face checkpoint; returns the export report."""
-    from modularity.export import export_run
+    run_dir = source.run_dir if isinstance(source, PruneResult) else _path("source", source)
+    out = _path("out_dir", out_dir)
+    from modularity.checkpoint import export_run
 
-    run_dir = source.run_dir if isinstance(source, PruneResult) else Path(source)
-    return export_run(run_dir, Path(out_dir))
+    return export_run(run_dir, out)

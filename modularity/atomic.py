@@ -19,7 +19,7 @@ from pathlib import Path
 TMP_PREFIX = ".tmp-"
 
 
-def _owner_tag() -> str:
+def owner_tag() -> str:
     """``host.pid`` of this process, part of every temporary name, so that a later run on
     the same host can tell a dead writer's leftovers from a live writer's work."""
     return f"{socket.gethostname()}.{os.getpid()}"
@@ -57,7 +57,7 @@ def atomic_directory(target: Path, *, replace: bool = False) -> Iterator[Path]:
     that one, which suits content-keyed entries; ``replace=True`` swaps the new one in.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f"{TMP_PREFIX}{_owner_tag()}~{target.name}-"
+    prefix = f"{TMP_PREFIX}{owner_tag()}~{target.name}-"
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
     try:
         tmp.chmod(_umask_mode())

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from modularity.models.loading import LoadedModel
-from modularity.neurons.masks import neuron_hooks
+from modularity.neurons.sites import reading_hooks, site_widths
 from modularity.neurons.stats import CollectedStats
 from modularity.neurons.streaming import (
     BatchItems,
@@ -69,8 +69,8 @@ class PilotActivations:
 
 
 class StatsCollection(SumsLoop):
-    """One loop of statistics collection: stream ``sums`` over the model's neuron sites, after
-    the activations ``replay`` kept; ``keep_into`` keeps this loop's."""
+    """One loop of statistics collection: stream ``sums`` over the units of ``sites`` (side by
+    side, one forward), after the activations ``replay`` kept; ``keep_into`` keeps this loop's."""
 
     def __init__(
         self,
@@ -79,10 +79,12 @@ class StatsCollection(SumsLoop):
         *,
         keep_into: PilotActivations | None = None,
         replay: PilotActivations | None = None,
+        sites: Sequence[str] = ("mlp",),
     ) -> None:
         super().__init__()
         self.net = loaded.model
         self.adapter = loaded.adapter
+        self.sites = tuple(sites)
         self.sums = sums
         self.keep_into, self.replay = keep_into, replay
         self.result: dict[str, torch.Tensor] = {}
@@ -104,7 +106,7 @@ class StatsCollection(SumsLoop):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         items = BatchItems.of(batch)
-        with neuron_hooks(self.adapter, lambda layer, x: self.record(items, layer, x)):
+        with reading_hooks(self.adapter, self.sites, lambda layer, x: self.record(items, layer, x)):
             # The backbone only: the head (an LM's vocabulary projection, up to half the
             # cost of a small LM's forward) has no MLP neurons to record.
             self.net.base_model(**model_inputs(batch))
@@ -170,9 +172,10 @@ def _stream(
     trainer_cfg: Any,
     sums: ItemSums,
     stage: str,
+    sites: Sequence[str],
     **kept: PilotActivations | None,
 ) -> dict[str, torch.Tensor]:
-    module = StatsCollection(loaded, sums, **kept)
+    module = StatsCollection(loaded, sums, sites=sites, **kept)
     trainer = make_trainer(trainer_cfg, stage, use_distributed_sampler=False)
     run_loop(trainer, module, _loader_over(loader, indices))
     return module.result
@@ -185,15 +188,19 @@ def collect_statistics(
     *,
     mad_tolerance: float = 1e-4,
     stage: str = "collect",
+    sites: Sequence[str] = ("mlp",),
 ) -> CollectedStats:
-    """Neuron statistics of every item of ``loader`` (a map-style dataset), per half and whole.
+    """Unit statistics of every item of ``loader`` (a map-style dataset), per half and whole.
+
+    ``sites`` are read in the same forward, their units side by side in the statistics
+    (``modularity.neurons.sites.split_statistics`` separates them).
 
     The MAD comes from one pass with an error bound (``method="one-pass"``) when its relative
     bound is within ``mad_tolerance`` for every neuron with a non-negligible MAD, and exactly
     from a second pass otherwise (``"two-pass"``); ``mad_tolerance=0`` skips the pilot and
     the histogram and always makes the exact second pass, ``inf`` never makes it.
     """
-    n_layers, n_neurons = loaded.adapter.n_layers, loaded.adapter.n_neurons
+    n_layers, n_neurons = loaded.adapter.n_layers, sum(site_widths(loaded.adapter, sites))
     everything = range(len(loader.dataset))
     if len(everything) == 0:
         raise ValueError("no items to collect statistics on")
@@ -204,12 +211,14 @@ def collect_statistics(
         pilot_sums = PilotSums(n_layers, n_neurons)
         pilot_stage = f"{stage} (pilot)"
         bins = pilot_bins(
-            _stream(loaded, loader, pilot, trainer_cfg, pilot_sums, pilot_stage, keep_into=kept)
+            _stream(
+                loaded, loader, pilot, trainer_cfg, pilot_sums, pilot_stage, sites, keep_into=kept
+            )
         )
         if kept.batches is not None:
             main, replay = sorted(set(everything) - set(pilot)), kept
     one_pass = OnePassSums(n_layers, n_neurons, bins)
-    sums = _stream(loaded, loader, main, trainer_cfg, one_pass, stage, replay=replay)
+    sums = _stream(loaded, loader, main, trainer_cfg, one_pass, stage, sites, replay=replay)
     stats = one_pass_statistics(sums, bins)
     if stats.max_relative_mad_error <= mad_tolerance:
         return stats
@@ -222,5 +231,5 @@ def collect_statistics(
     exact = ExactMadSums(*exact_means(stats))
     exact_stage = f"{stage} (exact MAD)"
     return with_exact_mad(
-        stats, _stream(loaded, loader, everything, trainer_cfg, exact, exact_stage)
+        stats, _stream(loaded, loader, everything, trainer_cfg, exact, exact_stage, sites)
     )

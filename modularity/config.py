@@ -23,6 +23,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from modularity.verdicts import VerdictConfig
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -30,7 +32,9 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 # functional form where a name is a Python keyword or starts with a digit.
 Scope = Enum("Scope", {"layer": "layer", "global": "global"})
 AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
-Scorer = Enum("Scorer", {n: n for n in ("mad", "abs", "std", "rms", "freq", "mean", "random")})
+# Which units an analysis works on (modularity.neurons.sites): MLP neurons, attention neurons
+# (inputs of the attention output projection) or whole attention heads.
+Site = Enum("Site", {"mlp": "mlp", "attn": "attn", "heads": "heads"})
 Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
 DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
@@ -126,7 +130,7 @@ class SelectionConfig:
 
 @dataclass
 class ScoringConfig:
-    scorer: Scorer = Scorer["mad"]
+    scorer: str = "mad"  # any name registered in modularity.neurons.scoring
     eps: float = 1e-6
     seed: int = 0  # for the random scorer
 
@@ -151,6 +155,7 @@ class Config:
     # its ``_target_`` names before anything runs (modularity.analyses.base).
     analysis: dict[str, Any] = MISSING
     layers: list[int] | None = None  # layer subset; None = all layers
+    site: Site = Site["mlp"]  # mlp | attn | heads: the units selected, ablated and compared
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -159,6 +164,7 @@ class Config:
     # adds one); logger, checkpointing and model summary are always off for these loops.
     trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)  # modularity.verdicts
     logger: Any = None
     seed: int = 0
     output_dir: str | None = None  # set by the entry point; the API picks one if None

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from modularity.config import compose_config, hydra_context
 from modularity.errors import ModularityError
 from modularity.report import report
-from modularity.run import INTERRUPTED, run
+from modularity.run import INTERRUPTED, run, stop_on_signals
 from modularity.summary import write_summary
 from modularity.sweeps import expand
 
@@ -195,13 +195,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     plan = [e for e in PLANS[args.plan] if args.only is None or e.name in args.only]
     start = time.perf_counter()
+    stop_on_signals()
     try:
         failures = run_plan(plan, args.out, args.overrides)
     except KeyboardInterrupt:  # Ctrl-C, or a SIGTERM inside a loop: finished jobs stay
         print(f"error: {INTERRUPTED}; finished jobs are kept", file=sys.stderr)
         sys.exit(130)
     frame, unreadable = report(args.out)
-    failures.update({line.split(": ", 1)[0]: "unreadable results" for line in unreadable})
+    failures.update(dict(line.split(": ", 1) for line in unreadable))
     summary = write_summary(
         frame, args.out, failures, time.perf_counter() - start, f"modularity: {args.plan} plan"
     )

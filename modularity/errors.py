@@ -17,3 +17,19 @@ def invalid_choice(what: str, value: object, valid: Iterable[object]) -> ConfigE
     """Build the standard 'unknown X: valid are ...' error."""
     choices = ", ".join(str(v) for v in valid)
     return ConfigError(f"unknown {what} {value!r}; valid: {choices}")
+
+
+class MissingPackageError(ModularityError, ImportError):
+    """An optional package a feature needs is not installed; the line says how to add it."""
+
+
+class DamagedFileError(ModularityError):
+    """A file a run wrote no longer matches the checksum recorded when it was written."""
+
+
+def missing_package(package: str, purpose: str, install: str) -> MissingPackageError:
+    """Build the standard 'X needs package P: install it with ...' error."""
+    return MissingPackageError(
+        f"{purpose} needs the package {package!r}, which is not installed: {install}",
+        name=package,
+    )

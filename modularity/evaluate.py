@@ -1,8 +1,8 @@
 """Evaluation: a Lightning loop summing each metric per evaluation unit.
 
-A unit is what a bootstrap resamples: a document for text (all of its blocks), an image for
-vision. Every batch carries the ``unit`` of each item; the loop adds, per unit, each
-metric's numerator (hits, summed cross-entropy) and denominator (scored tokens or images).
+A unit is one independent draw for the intervals: a document for text (all of its blocks),
+an image for vision. Every batch carries the ``unit`` of each item; the loop adds, per unit,
+each metric's numerator (hits, summed cross-entropy) and denominator (scored tokens or images).
 Keeping the sums per unit, not one mean, is what gives every reported drop its interval.
 """
 

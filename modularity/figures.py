@@ -6,6 +6,7 @@ Every figure names the model and the selection in its title (callers pass
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,18 +19,28 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from modularity.artefacts import OutputError, write_atomic  # noqa: E402
+
+log = logging.getLogger("modularity")
+
 DEPTH_ORDER = ("early", "middle", "late")
 CLUSTERING_STYLE = {"balanced": ("C0", "-o"), "plain": ("C1", "--s"), "random": ("0.5", ":^")}
 
 
-def save(fig: Any, path: Path) -> Path:
+def save(fig: Any, path: Path) -> Path | None:
+    """Write ``fig`` as a PNG, whole or not at all. A figure that cannot be written (a full
+    disk) is a warning naming it, not the end of the run: the tables still get written."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    except OutputError as err:
+        log.warning("warning: figure not written: %s", err)
+        return None
+    finally:
+        plt.close(fig)
 
 
-def plot_layer_counts(path: Path, counts: Sequence[int], n_neurons: int, title: str) -> Path:
+def plot_layer_counts(path: Path, counts: Sequence[int], n_neurons: int, title: str) -> Path | None:
     """Bar chart of selected neurons per layer."""
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(counts) + 2), 3))
     ax.bar(range(len(counts)), counts, color="#4c72b0")
@@ -52,7 +63,7 @@ def plot_heatmap(
     title: str,
     label: str,
     centre_zero: bool = False,
-) -> Path:
+) -> Path | None:
     """Task x task heatmap with values in the cells; the diagonal (a set with itself) is
     masked so it does not set the colour scale. ``centre_zero``: a diverging map centred at 0
     (for z-scores), else a sequential one from 0."""
@@ -93,7 +104,7 @@ def plot_heatmap(
 
 def plot_bars(
     path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str
-) -> Path:
+) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * len(labels) + 2), 3.4))
     ax.bar(range(len(labels)), values, color="#55a868")
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
@@ -104,7 +115,7 @@ def plot_bars(
 
 def plot_size_histograms(
     path: Path, labels: torch.Tensor, layers: list[int], n_experts: int, title: str
-) -> Path:
+) -> Path | None:
     """How many neurons each expert holds, per layer (balanced: one bar per layer)."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for row, layer in zip(labels, layers):

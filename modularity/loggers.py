@@ -19,7 +19,10 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from modularity.analyses.base import analysis_name
+from modularity.artefacts import writable_directory
 from modularity.config import choice
+from modularity.optional import require
 
 # Rows whose value goes to the W&B run summary (with their interval) as headline numbers.
 SUMMARY_METRICS = ("effect", "drop", "stability", "jaccard", "mantel_r", "alignment_z_by_depth")
@@ -52,7 +55,7 @@ def sweep_group() -> str | None:
 
 
 def run_name(config: DictConfig) -> str:
-    analysis = str(config.analysis["_target_"]).rsplit(".", 2)[-2]
+    analysis = analysis_name(config)
     subject = ",".join(config.tasks) if analysis != "prune" and config.tasks else config.task.name
     return f"{analysis} {config.model.name} {subject} top{config.selection.fraction:g}"
 
@@ -65,13 +68,14 @@ class RunLogger:
         if logger_cfg:
             overrides: dict[str, Any] = {"save_dir": str(run_dir)}
             if str(logger_cfg.get("_target_", "")).endswith("WandbLogger"):
+                require("wandb")
+                writable_directory(Path(run_dir) / "wandb", "W&B directory")
                 overrides["offline"] = wandb_offline()
                 logger_cfg = OmegaConf.merge(logger_cfg, {})
                 with open_dict(logger_cfg):
                     logger_cfg.name = logger_cfg.get("name") or run_name(config)
                     logger_cfg.group = logger_cfg.get("group") or sweep_group()
-                    analysis = str(config.analysis["_target_"]).rsplit(".", 2)[-2]
-                    logger_cfg.job_type = logger_cfg.get("job_type") or analysis
+                    logger_cfg.job_type = logger_cfg.get("job_type") or analysis_name(config)
             self.logger = instantiate(logger_cfg, **overrides)
             if hasattr(self.logger, "_wandb_init"):
                 # Lightning passes anonymous=None, which W&B reports as an ignored setting.

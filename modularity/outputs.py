@@ -1,4 +1,5 @@
-"""Writing a run's artefacts: tensors, JSON, and tables for the console and Markdown."""
+"""Writing a run's artefacts (tensors, JSON, tables; each atomically, its checksum in the
+run's manifest: :mod:`modularity.artefacts`), and tables for the console and Markdown."""
 
 from __future__ import annotations
 
@@ -6,18 +7,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from modularity.artefacts import write_atomic
+from modularity.optional import parquet_engine
+
 
 def write_json(path: Path, data: Any) -> Path:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    return path
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
-    return path
+    plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return write_atomic(path, lambda tmp: save_file(plain, str(tmp)))
+
+
+def write_csv(path: Path, frame: pd.DataFrame, **options: Any) -> Path:
+    return write_atomic(path, lambda tmp: frame.to_csv(tmp, **options))
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> Path:
+    engine = parquet_engine()
+    return write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False, engine=engine))
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:

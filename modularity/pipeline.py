@@ -32,6 +32,7 @@ from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
 from modularity.neurons.scoring import score_neurons
 from modularity.neurons.selection import check_layers, select_top_fraction
+from modularity.neurons.sites import site_of, site_widths, split_statistics
 from modularity.neurons.stats import CollectedStats, NeuronStats
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ class Pipeline:
         self.cache = StatsCache(cfg.cache.dir, enabled=cfg.cache.enabled)
         self.loaded: LoadedModel = load_model(self.model_cfg)
         check_layers(cfg.layers, self.adapter.n_layers)
+        self.site = choice(cfg.get("site", "mlp"))
+        # Units per layer of the run's site; a family without that site fails here, in a line.
+        self.n_units = site_of(self.site).width(self.adapter)
 
     @property
     def adapter(self):  # noqa: ANN201 - ModelAdapter
@@ -181,6 +185,7 @@ class Pipeline:
         key = self.cache.key(**meta)
 
         def compute() -> dict[str, torch.Tensor]:
+            log.info("tokenising %s tokens of %s (%s split)", f"{size:,}", spec.name, split)
             return text_sample(spec.config, spec.split(split), self.loaded.tokenizer, block, size)
 
         blocks, _ = self.cache.get_or_compute(key, compute, meta, check=check_blocks)
@@ -217,36 +222,53 @@ class Pipeline:
 
     # ----------------------------------------------------------------------- statistics
 
-    def statistics(self, spec: DataSpec) -> CollectedStats:
-        """Neuron statistics on the collection split of ``spec`` (cached)."""
-        key, meta = self._key("stats", data=spec.identity(), split=spec.split("collect"))
-        shape = (self.adapter.n_layers, self.adapter.n_neurons)
+    def statistics(self, spec: DataSpec, site: str | None = None) -> CollectedStats:
+        """Unit statistics of ``site`` (default: the run's) on the collection split of
+        ``spec`` (cached)."""
+        site = self.site if site is None else site
+        return self.site_statistics(spec, (site,))[site]
 
-        def compute() -> dict[str, torch.Tensor]:
+    def site_statistics(self, spec: DataSpec, sites: tuple[str, ...]) -> dict[str, CollectedStats]:
+        """Statistics of several sites on the collection split of ``spec``: cached per site,
+        the missing ones collected together in one forward per item."""
+        out: dict[str, CollectedStats] = {}
+        keys = {}
+        for site, width in zip(sites, site_widths(self.adapter, sites)):
+            keys[site] = self._key(
+                "stats", data=spec.identity(), split=spec.split("collect"), site=site
+            )
+            shape = (self.adapter.n_layers, width)
+            tensors = self.cache.get(keys[site][0], check=_stats_check(shape))
+            if tensors is not None:
+                out[site] = CollectedStats.from_tensors(tensors)
+        missing = tuple(site for site in sites if site not in out)
+        if missing:
             loader, _ = self.loader(spec, "collect")
-            stage = f"collect {spec.name}"
-            return collect_statistics(
-                self.loaded, loader, self.cfg.trainer, stage=stage
-            ).to_tensors()
-
-        def check(tensors: dict[str, torch.Tensor]) -> None:
-            stats = CollectedStats.from_tensors(tensors)
-            if stats.full.shape != shape:
-                raise ValueError(f"statistics of shape {stats.full.shape}, model has {shape}")
-
-        tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check)
-        return CollectedStats.from_tensors(tensors)
+            stage = f"collect {spec.name}" + (
+                "" if missing == ("mlp",) else f" ({', '.join(missing)})"
+            )
+            stats = collect_statistics(
+                self.loaded, loader, self.cfg.trainer, stage=stage, sites=missing
+            )
+            for site, collected in split_statistics(stats, self.adapter, missing).items():
+                key, meta = keys[site]
+                self.cache.put(key, collected.to_tensors(), meta)
+                out[site] = collected
+        return {site: out[site] for site in sites}
 
     def scores(self, task: NeuronStats, reference: NeuronStats) -> torch.Tensor:
         scoring = self.cfg.scoring
         return score_neurons(task, reference, choice(scoring.scorer), scoring.eps, scoring.seed)
 
-    def select(self, task: DataSpec, fraction: float | None = None) -> Selection:
-        """Score ``task`` against its reference, select the top fraction, and measure the
-        selection's split-half stability from the two halves of both collections."""
+    def select(
+        self, task: DataSpec, fraction: float | None = None, site: str | None = None
+    ) -> Selection:
+        """Score ``task``'s units of ``site`` (default: the run's) against its reference,
+        select the top fraction, and measure the selection's split-half stability from the
+        two halves of both collections."""
         fraction = self.cfg.selection.fraction if fraction is None else fraction
-        task_stats = self.statistics(task)
-        ref_stats = self.statistics(self.reference_of(task))
+        task_stats = self.statistics(task, site)
+        ref_stats = self.statistics(self.reference_of(task), site)
 
         def pick(t: NeuronStats, r: NeuronStats) -> tuple[torch.Tensor, torch.Tensor]:
             scores = self.scores(t, r)
@@ -292,17 +314,20 @@ class Pipeline:
         reference: DataSpec,
         mask: torch.Tensor | None = None,
         sides: tuple[str, ...] = ("task", "reference"),
+        site: str | None = None,
     ) -> dict[str, UnitSums]:
-        """Per-unit metric sums on the evaluation splits, with ``mask`` ablated."""
+        """Per-unit metric sums on the evaluation splits, with ``mask`` (units of ``site``,
+        default: the run's) ablated."""
+        site = self.site if site is None else site
         frequent = self.frequent_tokens(reference)
         specs = {"task": task, "reference": reference}
         means = None
         if mask is not None and choice(self.cfg.ablation.mode) == "mean":
-            means = self.statistics(reference).full.mean
+            means = self.ablation_means(reference, site)
         masked = (
             nullcontext()
             if mask is None
-            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means)
+            else ablate(self.adapter, mask, choice(self.cfg.ablation.mode), means, site)
         )
         out = {}
         with masked:
@@ -311,6 +336,13 @@ class Pipeline:
                 stage = f"evaluate {specs[side].name}" + (" (pruned)" if mask is not None else "")
                 out[side] = evaluate(self.loaded, loader, units, self.cfg.trainer, frequent, stage)
         return out
+
+    def ablation_means(self, reference: DataSpec, site: str | None = None) -> torch.Tensor:
+        """What mean ablation puts in place of ``site``'s units (default: the run's): the
+        reference means of the site's module input columns (``[layers, columns]``; for heads
+        the attention neurons' means)."""
+        site = self.site if site is None else site
+        return self.statistics(reference, site_of(site).means_site).full.mean
 
     def baseline(self, task: DataSpec, reference: DataSpec) -> dict[str, UnitSums]:
         """Unpruned per-unit sums, cached per side: every fraction of a sweep shares them,
@@ -365,6 +397,17 @@ def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
         "sha256": hashlib.sha256(definition.encode()).hexdigest()[:24],
         "eos": tokenizer.eos_token_id,
     }
+
+
+def _stats_check(shape: tuple[int, int]) -> Any:
+    """The cache check of statistics ``[layers, units]`` of one site."""
+
+    def check(tensors: dict[str, torch.Tensor]) -> None:
+        stats = CollectedStats.from_tensors(tensors)
+        if stats.full.shape != shape:
+            raise ValueError(f"statistics of shape {stats.full.shape}, the site has {shape}")
+
+    return check
 
 
 def check_blocks(tensors: dict[str, torch.Tensor]) -> None:

@@ -3,7 +3,7 @@
 A thin entry point: Hydra composes the config, :func:`modularity.analyses.base.execute`
 checks it and runs the analysis ``analysis._target_`` names. A problem with the user's
 input prints one line and exits with status 2 (``MODULARITY_DEBUG=1`` shows the
-traceback); Ctrl-C exits with 130 and says that nothing cached was lost.
+traceback); Ctrl-C or SIGTERM exits with 130 and says that nothing cached was lost.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     """Remember the interrupt (Lightning turns it into ``sys.exit(1)`` inside its loops)."""
     _interrupted.append(True)
     raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop whatever phase runs (data preparation, tokenisation,
+    collection, k-means, writing) at the next Python step, the same way. Lightning's loops
+    keep this handler beside their own, which only records a SIGTERM."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_interrupt)
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -83,7 +91,7 @@ def main() -> Any:
     except ConfigError as err:
         fail(str(err))
     sys.argv = [sys.argv[0], *arguments]
-    signal.signal(signal.SIGINT, _on_interrupt)
+    stop_on_signals()
     return app()
 
 

@@ -19,10 +19,15 @@ def write_summary(
 ) -> Path:
     """Write ``out/summary.md`` from the tidy table and link every figure under ``out``."""
     lines = [f"# {title}", "", f"This invocation: {seconds / 60:.1f} min.", ""]
+    failures = dict(failures)
     for model, rows in frame.groupby("model", sort=True):
         lines += [f"## {model}", ""]
         for name, analysis_rows in rows.groupby("analysis", sort=False):
-            section = analysis_class(name).summary(analysis_rows)
+            try:
+                section = analysis_class(name).summary(analysis_rows)
+            except Exception as err:  # noqa: BLE001 - one plug-in must not stop the others
+                failures[f"summary of {name} ({model})"] = f"{type(err).__name__}: {err}"
+                continue
             lines += [*section, ""] if section else []
     lines += ["## Figures", ""]
     lines += [f"![{p.stem}]({p.name})" for p in sorted(out.glob("*.png"))]

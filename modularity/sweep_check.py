@@ -39,6 +39,20 @@ def check_job(config: DictConfig, overrides: list[str]) -> None:
         cfg.pop("hydra", None)
     check_config(cfg)
     load_analysis(cfg.analysis).check(cfg)
+    check_against_model(cfg)
+
+
+def check_against_model(cfg: DictConfig) -> None:
+    """Values only the model can judge (``layers`` against its depth), from its config
+    alone: a sweep's ``layers=[0],[7]`` on a 4-layer model fails before job 0, not at job 1."""
+    from modularity.models.loading import model_depth
+    from modularity.neurons.selection import check_layers
+
+    if cfg.layers is None:
+        return
+    depth = model_depth(cfg.model)
+    if depth is not None:
+        check_layers(list(cfg.layers), depth)
 
 
 class CheckJobs(Callback):

@@ -22,6 +22,7 @@ SETTING_OF_OVERRIDE = {
     "scoring.scorer": "scorer",
     "ablation.mode": "ablation",
     "layers": "layers",
+    "site": "site",
     "analysis": "analysis",
     "model.checkpoint": "checkpoint",
     "data.exclude_from_reference": "reference_excludes",
@@ -46,6 +47,8 @@ def read_results(path: Path) -> pd.DataFrame:
     text = {c: str for c in [*ROW_COLUMNS, *SETTING_COLUMNS] if c not in NUMERIC}
     numeric = {c: ["", "nan", "NaN"] for c in NUMERIC}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=numeric)
+    if "label" not in frame.columns:  # written before rows carried verdicts
+        frame["label"] = ""
     missing = [c for c in ROW_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"missing columns {missing}")

@@ -14,8 +14,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from modularity.config import Config, group_options, load_task_config
+from modularity.config import Config, Site, choice, group_options, load_task_config
 from modularity.errors import ConfigError
+from modularity.neurons.scoring import check_scorer
+from modularity.verdicts import check_verdict_config
 
 # Nodes of the schema that hold free-form mappings (passed to a library or a data source).
 OPEN_NODES = {"analysis", "trainer", "logger", "hydra"}
@@ -93,12 +95,30 @@ def check_task(task: DictConfig, what: str = "task") -> None:
 
 
 def tasks_referring_to(reference: str) -> list[str]:
-    """Task configs whose reference is ``reference`` (for error messages)."""
+    """Task configs whose reference is ``reference`` (for error messages). The generated
+    families' references are known without composing each of their tasks."""
+    from modularity.config import task_families
+
+    generated = {
+        f"{prefix}-{suffix}": family_reference
+        for prefix, (family_reference, members) in task_families().items()
+        for suffix in members
+    }
     return [
         name
         for name in group_options("task")
-        if name != reference and load_task_config(name).reference == reference
+        if name != reference and (generated.get(name) or _own_reference(name)) == reference
     ]
+
+
+def _own_reference(task: str) -> str | None:
+    """The reference a task's YAML file names (read, not composed: these files have no
+    defaults list to inherit one from)."""
+    from omegaconf import OmegaConf
+
+    from modularity.config import CONF_DIR
+
+    return OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("reference")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -110,8 +130,13 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("collect_size", "eval_size", "block_size"):
         _positive(f"data.{key}", cfg.data[key])
     _positive("model.batch_size", cfg.model.batch_size)
+    check_scorer(cfg.scoring.scorer)
     if cfg.layers is not None and not cfg.layers:
         raise ConfigError("layers=[] selects nothing; give layer indices, or null for all")
+    check_verdict_config(cfg.verdict)
+    from modularity.neurons.sites import check_site_scorer
+
+    check_site_scorer(choice(cfg.site), choice(cfg.scoring.scorer))
     check_task(cfg.task)
     for name in cfg.tasks:
         check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")
@@ -126,13 +151,16 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
     try:
         make_trainer(trainer_cfg)
     except Exception as err:  # noqa: BLE001 - Lightning raises several types; all are input errors
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = err.__cause__ or err  # Hydra's instantiate wraps Lightning's reason
+        message = str(reason).strip().splitlines()[0] if str(reason).strip() else type(err).__name__
         given = {k: v for k, v in trainer_arguments(trainer_cfg).items() if k != "_target_"}
         raise ConfigError(f"trainer {given}: {message}") from err
 
 
 # Config groups whose options a user names on the command line.
 CHOICE_GROUPS = ("model", "task", "analysis", "scoring", "logger", "experiment")
+# Plain keys whose value is one of a few names, checked the same way.
+CHOICE_KEYS = {"site": [s.name for s in Site]}
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -148,7 +176,7 @@ def check_group_choices(overrides: list[str]) -> None:
         except Exception:  # noqa: BLE001 - not an override (an option's value), or Hydra
             continue  # reports the syntax error itself, with context
         group = override.get_key_element().lstrip("+~")
-        if group not in CHOICE_GROUPS or override.value_type is None:
+        if group not in (*CHOICE_GROUPS, *CHOICE_KEYS) or override.value_type is None:
             continue
         if override.is_sweep_override():
             if isinstance(override.value(), Glob):  # matches options, so none is unknown
@@ -156,7 +184,33 @@ def check_group_choices(overrides: list[str]) -> None:
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        valid = group_options(group)
+        valid = CHOICE_KEYS.get(group) or group_options(group)
         for value in values:
             if value not in valid and value != "null":
                 raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")
+
+
+def compose_checked(overrides: list[str]) -> DictConfig:
+    """The config the command line composes from ``overrides``, after the same checks:
+    each override a string, each group choice an existing option, then Hydra's own (a
+    misspelt key, a value of the wrong type) as one line instead of its exception chain."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from modularity.config import compose_config, normalise_overrides
+
+    bad = [o for o in overrides if not isinstance(o, str)]
+    if bad:
+        raise ConfigError(f"overrides must be strings such as 'task=code'; got {bad[0]!r}")
+    arguments = normalise_overrides(overrides)
+    check_group_choices(arguments)
+    try:
+        return compose_config(arguments)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(one_line(err)) from err
+
+
+def one_line(err: BaseException) -> str:
+    """An exception and its cause in one line (Hydra puts the reason in the cause)."""
+    lines = [str(e).strip().splitlines()[0] for e in (err, err.__cause__) if e and str(e).strip()]
+    return ": ".join(dict.fromkeys(lines)) or type(err).__name__

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from modularity.models.loading import load_model
 from modularity.run import run
+from modularity.verdicts import STABLE, UNSTABLE, VERDICTS
 
 SMALL = ["data.collect_size=2048", "data.eval_size=1024", "data.block_size=64"]
 LLAMA = ["model=tiny_llama", *SMALL]
@@ -23,7 +24,7 @@ def rows_of(result) -> pd.DataFrame:
 
 
 def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
-    cfg = make_cfg(*LLAMA, "task=code", "selection.fraction=0.1", "analysis.resamples=200")
+    cfg = make_cfg(*LLAMA, "task=code", "selection.fraction=0.1")
     result = run(cfg)
     out = Path(cfg.output_dir)
     for name in ("scores.safetensors", "metrics.json", "results.csv", "layer_counts.png"):
@@ -41,6 +42,16 @@ def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
     assert 0 < tokens["task"] <= 2048
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["before"]["task"]) == {"top1", "top10", "loss", "skip_top1", "skip_top10"}
+    # one verdict per effect, computed once and read by results.csv and metrics.json alike
+    assert effect.label in VERDICTS
+    assert metrics["effect"]["task-reference"]["top1"]["label"] == effect.label
+    margin = rows[(rows.metric == "null_margin") & (rows.measure == "top1")].iloc[0]
+    assert margin.value == 1.0 and 0 <= margin.p_value <= 1
+    stability = rows[rows.metric == "stability"].iloc[0]
+    assert stability.label == (STABLE if stability.value >= 0.7 else UNSTABLE)
+    # n counts the units with scored tokens on every row of a side, levels and drops alike
+    top1 = rows[(rows.measure == "top1") & (rows.variant == "task")].set_index("metric").n
+    assert top1["before"] == top1["after"] == top1["drop"] == effect.n
 
 
 @pytest.mark.slow

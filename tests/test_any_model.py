@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from tiny_models import inputs_for
 from transformers import AutoModelForCausalLM
 
+from modularity.checkpoint import export_run
 from modularity.config import compose_config
-from modularity.export import export_run
 from modularity.models.layout import LayoutAdapter
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate

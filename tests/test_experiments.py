@@ -48,7 +48,7 @@ def test_embedded_plan_end_to_end(tmp_path):
         "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu",
     ]
-    quick = {"moefy": ["analysis.n_null=50"], "prune": ["analysis.resamples=100"]}
+    quick = {"moefy": ["analysis.n_null=50"]}
     plan = [Experiment("embedded_digits", step_overrides=quick)]
     failures = run_plan(plan, tmp_path / "out", overrides)
     assert failures == {}

@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from tiny_models import FAMILIES, inputs_for, tiny_config
 from transformers import AutoModelForCausalLM, AutoModelForImageClassification, AutoTokenizer
 
+from modularity.checkpoint import REPORT_FILE, export_pruned, main
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
-from modularity.export import REPORT_FILE, export_pruned, main
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate
 
@@ -274,7 +274,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     fake_run(corrupt, "tiny_gpt2", torch.zeros(2, 128, dtype=torch.bool))
     (corrupt / "scores.safetensors").write_bytes(b"not a tensor file")
     cases = {
-        empty: "scores.safetensors is missing",
+        empty: "config.yaml is missing; is .* a run directory",
         wrong_shape: r"mask has shape \[2, 64\].*\[2, 128\]",
         no_model: "names no model",
         corrupt: "cannot read .*scores.safetensors",

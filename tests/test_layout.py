@@ -80,6 +80,7 @@ def test_paths_that_are_not_what_they_claim_are_refused():
     one_line_error(phi({"blocks": "model.embed_tokens"}), "is a Embedding, not a non-empty list")
     one_line_error(phi({"down": "mlp"}), "model.layout.down='mlp' is a PhiMLP without a 2-D weight")
     one_line_error(phi({"up": "self_attn.dense"}), "up 'self_attn.dense' has 32 outputs but down")
+    one_line_error(phi({"gate": "self_attn.q_proj"}), "gate 'self_attn.q_proj' has 32 outputs")
 
 
 def test_missing_keys_and_bad_kind_are_one_line():

@@ -68,7 +68,6 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
         "task=code",
         "data.collect_size=2048",
         "data.eval_size=1024",
-        "analysis.resamples=200",
         cwd=elsewhere,
         MODULARITY_CACHE_DIR=str(tmp_path / "cache"),
     )

@@ -97,7 +97,6 @@ def test_mistral_domains_offline_end_to_end(tmp_path):
                 *common,
                 f"task={task}",
                 f"selection.fraction={fraction}",
-                "analysis.resamples=100",
                 run_dir=tmp_path / f"{task}-{fraction}",
             )
             rows = result.rows
@@ -181,7 +180,6 @@ def test_vit_cifar20_offline_end_to_end(tmp_path):
             *common,
             "task=cifar20-fish",
             f"selection.fraction={fraction}",
-            "analysis.resamples=100",
             run_dir=tmp_path / f"fish-{fraction}",
         )
         units = result.rows[result.rows.metric == "evaluate_units"].set_index("variant").value

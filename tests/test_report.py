@@ -45,6 +45,7 @@ def write_run(root, name, task, fraction, layers, drop, overrides=()):
                 "high": value + 1,
                 "p_value": float("nan"),
                 "n": 100.0,
+                "label": "",
             }
         )
     frame = pd.DataFrame([{**settings, **r} for r in rows])

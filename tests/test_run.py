@@ -24,8 +24,6 @@ README = (ROOT / "README.md").read_text()
 NEEDS_HUB_OR_CLUSTER = ("mistral7b", "vit_cifar100", "mistral_domains", "vit_cifar20", "slurm")
 IMAGE_SIZES = ["data.collect_size=200", "data.eval_size=200"]
 TEXT_SIZES = ["data.collect_size=2048", "data.eval_size=1024"]
-# Analyses' own sizes that only set how many resamples a null model or interval uses.
-FEW_RESAMPLES = ["analysis.resamples=200"]
 
 
 def code_blocks(language: str) -> list[str]:
@@ -66,7 +64,7 @@ def shell(command: str, cwd: Path, env_extra: dict | None = None, timeout: int =
 
 
 def small(command: str) -> str:
-    """The command with small data sizes, quiet bars, and fewer resamples appended."""
+    """The command with small data sizes and quiet bars appended."""
     words = shlex.split(command)
     image = any(
         w.startswith(("task=fashion", "+model=tiny_vit", "experiment=embedded_fashion"))
@@ -74,9 +72,6 @@ def small(command: str) -> str:
     )
     extra = IMAGE_SIZES if image else TEXT_SIZES
     extra = [*extra, "trainer.enable_progress_bar=false"]
-    analysis = next((w.split("=", 1)[1] for w in words if w.startswith("analysis=")), "prune")
-    if analysis == "prune":
-        extra += FEW_RESAMPLES
     return command + " " + " ".join(shlex.quote(e) for e in extra)
 
 

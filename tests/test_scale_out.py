@@ -23,8 +23,8 @@ from modularity.errors import ConfigError
 from modularity.run import run
 from modularity.validate import check_group_choices
 
-SMALL = [*CLI_SMALL, "analysis.resamples=200"]
-HEADER = "95% bootstrap intervals"  # in the first line of prune's console summary
+SMALL = CLI_SMALL
+HEADER = "95% intervals over evaluation units"  # in the first line of prune's console summary
 
 
 def run_with_cache(args: list[str], cache: Path, **env: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modularity.errors import ConfigError
-from modularity.neurons.scoring import SCORERS, score_neurons
+from modularity.neurons.scoring import register_scorer, score_neurons, scorer_names
 from modularity.neurons.selection import select_top_fraction
 from modularity.neurons.stats import NeuronStats
 
@@ -46,8 +46,28 @@ def test_random_scorer_is_seeded_and_uninformative():
 
 
 def test_unknown_scorer_names_valid_ones():
-    with pytest.raises(ConfigError, match="valid: " + ", ".join(SCORERS)):
+    with pytest.raises(ConfigError, match="valid: " + ", ".join(scorer_names())):
         score_neurons(random_stats(0), random_stats(1), "variance")
+
+
+def test_a_registered_scorer_is_selectable_from_the_config(make_cfg):
+    """A scorer declared in one place (its module) needs no schema or YAML edit."""
+    from modularity.neurons import scoring
+    from modularity.validate import check_config
+
+    @register_scorer("median_shift_test")
+    def shift(task, reference, eps, seed):
+        return (task.mean - reference.mean) / (reference.std + eps)
+
+    try:
+        check_config(make_cfg("scoring.scorer=median_shift_test"))
+        task, ref = random_stats(0), random_stats(1)
+        got = score_neurons(task, ref, "median_shift_test", eps=1e-6)
+        assert torch.allclose(got, (task.mean - ref.mean) / (ref.std + 1e-6))
+        with pytest.raises(ConfigError, match="unknown scorer 'median_shfit'"):
+            check_config(make_cfg("scoring.scorer=median_shfit"))
+    finally:
+        scoring._SCORERS.pop("median_shift_test")
 
 
 def test_layer_scope_takes_top_fraction_of_each_layer():

@@ -26,13 +26,14 @@ TINY_CONFIGS = {
     "gemma3_text": "tiny_gemma3",
 }
 # ... or, for a family that shares its module tree with one of those, that config's
-# hyperparameters under the family's own model_type.
+# hyperparameters under the family's own model_type (and any its defaults would change:
+# Qwen3's head_dim defaults to 128, not hidden_size / heads).
 TINY_VARIANTS = {
-    "mistral": "llama",
-    "qwen2": "llama",
-    "qwen3": "llama",
-    "gemma": "gemma3_text",
-    "gemma2": "gemma3_text",
+    "mistral": ("llama", {}),
+    "qwen2": ("llama", {}),
+    "qwen3": ("llama", {"head_dim": 8}),
+    "gemma": ("gemma3_text", {}),
+    "gemma2": ("gemma3_text", {}),
 }
 
 
@@ -41,8 +42,10 @@ def tiny_config(family: str, overrides: dict[str, Any] | None = None) -> DictCon
     if family in TINY_CONFIGS:
         cfg = load_model_config(TINY_CONFIGS[family])
     elif family in TINY_VARIANTS:
-        variant = {"name": f"tiny_{family}", "hf_config": {"model_type": family}}
-        cfg = load_model_config(TINY_CONFIGS[TINY_VARIANTS[family]], variant)
+        base, extra = TINY_VARIANTS[family]
+        cfg = load_model_config(TINY_CONFIGS[base], {"name": f"tiny_{family}"})
+        with open_dict(cfg):
+            cfg.hf_config.merge_with({"model_type": family, **extra})
     else:
         pytest.fail(
             f"registered family {family!r} has no tiny model: add it to TINY_CONFIGS or "

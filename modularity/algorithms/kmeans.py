@@ -24,11 +24,13 @@ from dataclasses import dataclass
 # Before ``import faiss``: its loader logs which SIMD build it picked at INFO, which is not news.
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
-import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from modularity.errors import ConfigError  # noqa: E402
+from modularity.optional import require  # noqa: E402
+
+faiss = require("faiss")
 
 # Faiss k-means, which only seeds the balanced iterations, trains on a random sample of this
 # many neurons per expert (all of them for smaller layers): on a 14336-neuron layer with 128

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from modularity.artefacts import writable_directory
 from modularity.config import choice
 from modularity.errors import ConfigError
+from modularity.optional import parquet_engine
+from modularity.outputs import write_csv, write_parquet
 
 if TYPE_CHECKING:
     from modularity.loggers import RunLogger
@@ -44,7 +46,9 @@ class Row:
     ``measure`` the evaluation metric it is computed from (``top1``, ``loss``, ...), if any;
     ``variant`` which side or control it belongs to (``task``/``reference``, a clustering);
     ``partner`` the other member of a pair (a second task, a compared model). ``low``/``high``
-    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on.
+    bound a 95% interval, ``n`` counts the units (documents, images, neurons) it rests on;
+    ``label`` says in words what it supports (an effect's verdict, a selection's stability
+    flag: ``modularity.verdicts``).
     """
 
     metric: str
@@ -58,6 +62,7 @@ class Row:
     high: float = math.nan
     p_value: float = math.nan
     n: float = math.nan
+    label: str = ""
 
 
 ROW_COLUMNS = [f.name for f in fields(Row)]
@@ -71,6 +76,7 @@ SETTING_COLUMNS = [
     "scorer",
     "ablation",
     "layers",
+    "site",
     "reference_excludes",
 ]
 
@@ -88,6 +94,7 @@ def settings(cfg: DictConfig) -> dict[str, Any]:
         "scorer": choice(cfg.scoring.scorer),
         "ablation": choice(cfg.ablation.mode),
         "layers": "all" if layers is None else ",".join(str(i) for i in layers),
+        "site": choice(cfg.site),
         "reference_excludes": choice(cfg.data.exclude_from_reference),
     }
 
@@ -106,6 +113,13 @@ class Analysis:
     so a bad value is rejected before anything runs) and implement :meth:`run`."""
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
+    supported_sites: ClassVar[tuple[str, ...]] = ("mlp", "attn", "heads")  # ``site`` values
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register every analysis under its short name (its module's last part), so
+        ``report`` and ``summary.md`` find analyses defined outside this package too."""
+        super().__init_subclass__(**kwargs)
+        _ANALYSES[cls.__module__.rsplit(".", 1)[-1]] = cls
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
@@ -129,29 +143,82 @@ class Analysis:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ConfigError(f"tasks lists {repeated} more than once; give each task once")
+        site = choice(cfg.site)
+        if site not in self.supported_sites:
+            raise ConfigError(
+                f"analysis={analysis_name(cfg)} works on site="
+                f"{'|'.join(self.supported_sites)}, not site={site}"
+            )
 
     def run(self, ctx: RunContext) -> list[Row]:
         raise NotImplementedError
 
 
-def analysis_class(name: str) -> type[Analysis]:
-    """The Analysis subclass of module ``modularity.analyses.<name>``."""
-    import importlib
+_ANALYSES: dict[str, type[Analysis]] = {}
+ENTRY_POINT_GROUP = "modularity.analyses"
 
-    module = importlib.import_module(f"modularity.analyses.{name}")
-    found = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, Analysis) and obj.__module__ == module.__name__
-    ]
-    if len(found) != 1:
-        raise ConfigError(f"module modularity.analyses.{name} defines {len(found)} analyses")
-    return found[0]
+
+def short_name(target: str) -> str:
+    """An analysis's short name from its ``_target_``: the module's last part
+    (``modularity.analyses.prune.Prune`` -> ``prune``)."""
+    return target.rsplit(".", 2)[-2]
+
+
+def analysis_class(name: str) -> type[Analysis]:
+    """The Analysis registered as ``name``: one already imported (e.g. by a run's recorded
+    ``_target_``), one of this package's, or one an installed package declares under the
+    ``modularity.analyses`` entry-point group."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    if name not in _ANALYSES:
+        try:
+            importlib.import_module(f"modularity.analyses.{name}")
+        except ModuleNotFoundError:
+            for entry in entry_points(group=ENTRY_POINT_GROUP, name=name):
+                entry.load()
+    if name not in _ANALYSES:
+        raise ConfigError(
+            f"no analysis named {name!r} is importable; valid: {', '.join(sorted(_ANALYSES))} "
+            f"(an outside analysis is found from the run's recorded _target_ or the "
+            f"{ENTRY_POINT_GROUP!r} entry-point group)"
+        )
+    return _ANALYSES[name]
+
+
+def import_recorded_analysis(run_dir: Path) -> None:
+    """Import the analysis a run recorded in ``.hydra/config.yaml``, registering it."""
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return
+    target = OmegaConf.select(OmegaConf.load(saved), "analysis._target_")
+    if target:
+        try:
+            _locate_class(str(target))
+        except (ImportError, ConfigError) as err:
+            log.warning("cannot import the analysis %s recorded in %s: %s", target, saved, err)
 
 
 def analysis_name(cfg: DictConfig) -> str:
     """The analysis's short name: its module (``modularity.analyses.prune.Prune`` -> prune)."""
-    return str(cfg.analysis["_target_"]).rsplit(".", 2)[-2]
+    return short_name(str(cfg.analysis["_target_"]))
+
+
+def _locate_class(target: str) -> Any:
+    """The class a dotted ``_target_`` names. Not Hydra's ``get_class``: its wrapper turns
+    a missing optional package (faiss for moefy) into a page of chained import errors."""
+    import importlib
+
+    module_name, _, name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not module_name.startswith(err.name):
+            raise  # a package the module itself imports: say which, not the target
+        raise ConfigError(f"analysis._target_={target!r}: no module {module_name!r}") from err
+    if not hasattr(module, name):
+        raise ConfigError(f"analysis._target_={target!r}: {module_name} has no {name!r}")
+    return getattr(module, name)
 
 
 def load_analysis(node: DictConfig) -> Analysis:
@@ -160,7 +227,7 @@ def load_analysis(node: DictConfig) -> Analysis:
     target = params.pop("_target_", None)
     if not target:
         raise ConfigError("analysis needs a _target_ (choose one with analysis=<name>)")
-    cls = get_class(target)
+    cls = _locate_class(str(target))
     if not (isinstance(cls, type) and issubclass(cls, Analysis)):
         raise ConfigError(f"analysis._target_={target!r} is not a modularity Analysis")
     try:
@@ -194,8 +261,7 @@ class RunContext:
 
     def table(self, name: str, frame: pd.DataFrame, index: bool = False) -> Path:
         """Write ``frame`` as ``<name>.csv`` and send it to the logger as a table."""
-        path = self.out / f"{name}.csv"
-        frame.to_csv(path, index=index)
+        path = write_csv(self.out / f"{name}.csv", frame, index=index)
         self.logger.table(name, frame.reset_index() if index else frame)
         return path
 
@@ -206,8 +272,8 @@ class RunContext:
     def save(self, rows: list[Row]) -> pd.DataFrame:
         """Write the tidy table of the run and log its headline numbers."""
         frame = rows_frame(rows, self.cfg)
-        frame.to_csv(self.out / RESULTS, index=False)
-        frame.to_parquet(self.out / "results.parquet", index=False)
+        write_csv(self.out / RESULTS, frame, index=False)
+        write_parquet(self.out / "results.parquet", frame)
         self.logger.results(frame)
         return frame
 
@@ -235,18 +301,6 @@ def default_output_dir(cfg: DictConfig) -> Path:
     )
 
 
-def writable_directory(path: Path) -> Path:
-    """Create ``path`` and prove it takes files, before anything is computed."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"run directory {str(path)!r} is not writable ({err.strerror})") from err
-    return path
-
-
 def record_config(cfg: DictConfig, out: Path) -> None:
     """Save the config as Hydra does (``.hydra/config.yaml``) for a run started from Python,
     so ``modularity.export`` and ``modularity.report`` read it like any run directory.
@@ -272,6 +326,7 @@ def execute(cfg: DictConfig) -> RunResult:
     check_config(cfg)
     analysis = load_analysis(cfg.analysis)
     analysis.check(cfg)
+    parquet_engine()
     import lightning as L
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 

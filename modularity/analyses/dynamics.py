@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Analysis, Row, RunContext
-from modularity.analyses.effects import effect_rows
+from modularity.analyses.effects import effect_rows, stability_row
 from modularity.analyses.persistence import (
     Sets,
     index_rows,
@@ -36,6 +36,7 @@ from modularity.errors import ConfigError
 from modularity.figures import plot_dynamics
 from modularity.outputs import format_markdown, write_json
 from modularity.pipeline import Pipeline
+from modularity.verdicts import VerdictConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ class Dynamics(Analysis):
     needs_tasks = 2
     checkpoints: list[str] | None = None  # names to use (init, step-..., final); null: all
     evaluate: bool = True  # measure the selectivity effect at every checkpoint
-    resamples: int = 1000
     twins: int = 2  # unrelated random inits for the Mantel controls
     permutations: int = 10000
 
@@ -101,7 +101,7 @@ class Dynamics(Analysis):
         for point in points:
             model_cfg = checkpoint_config(cfg.model, point.name, final)
             pipe = ctx.pipeline if point.name == final else Pipeline(cfg, model_cfg)
-            sets[point.name], point_rows = self.at_checkpoint(pipe, list(cfg.tasks), cfg.seed)
+            sets[point.name], point_rows = self.at_checkpoint(pipe, list(cfg.tasks), cfg.verdict)
             rows += [dataclasses.replace(r, partner=point.name) for r in point_rows]
             rows.append(Row("step", float(point.step), partner=point.name))
             rows += [
@@ -185,19 +185,21 @@ class Dynamics(Analysis):
             paths += [path] if path else []
         return paths
 
-    def at_checkpoint(self, pipe: Pipeline, tasks: list[str], seed: int) -> tuple[Sets, list]:
+    def at_checkpoint(
+        self, pipe: Pipeline, tasks: list[str], verdicts: VerdictConfig
+    ) -> tuple[Sets, list]:
         """Each task's selection, its stability and (if ``evaluate``) its effect."""
         sets, rows = {}, []
         for name in tasks:
             spec = pipe.task(name)
             selection = pipe.select(spec)
             sets[name] = selection.mask
-            rows.append(Row("stability", selection.stability, task=name))
+            rows.append(stability_row(name, selection, verdicts.min_stability))
             if self.evaluate:
                 reference = pipe.reference_of(spec)
                 before = pipe.baseline(spec, reference)
                 after = pipe.evaluate(spec, reference, selection.mask)
-                rows += effect_rows(name, before, after, self.resamples, seed)
+                rows += effect_rows(name, before, after, verdicts)
         return sets, rows
 
     def comparisons(self, sets: dict[str, Sets], first: str, final: str) -> list[Row]:

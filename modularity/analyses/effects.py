@@ -1,31 +1,34 @@
 """The rows every pruning analysis reports: drops and the selectivity effect with 95%
-intervals, the selection's stability, and the data each split actually used.
+intervals and verdicts, the selection's stability, and the data each split actually used.
 
 Accuracies are reported in percentage points and loss (cross-entropy) in nats. The effect,
 task drop minus reference drop, is defined for every run, unlike the ratio of drops (which
 is undefined when the reference does not move): the ratio is reported only where the
-reference's drop is measurably positive.
+reference's drop is measurably positive. ``n`` is always the number of evaluation units
+that contributed (those with a scored token or image).
 """
 
 from __future__ import annotations
 
-from modularity.algorithms import bootstrap
+from modularity.algorithms import unit_intervals
 from modularity.analyses.base import Row
 from modularity.evaluate import UnitSums
+from modularity.verdicts import VerdictConfig, null_margin, selection_flag, verdict
 
 SIDES = ("task", "reference")
 
 
-def _sums(sums: UnitSums, measure: str) -> bootstrap.MetricSums:
-    return bootstrap.MetricSums(sums.num[measure].numpy(), sums.den[measure].numpy())
+def _sums(sums: UnitSums, measure: str) -> unit_intervals.MetricSums:
+    return unit_intervals.MetricSums(sums.num[measure].numpy(), sums.den[measure].numpy())
 
 
-def _row(metric: str, est: bootstrap.Estimate, scale: float = 1.0, **where: str) -> Row:
+def _row(metric: str, est: unit_intervals.Estimate, scale: float = 1.0, **where: str) -> Row:
     return Row(
         metric=metric,
         value=est.value * scale,
         low=est.low * scale,
         high=est.high * scale,
+        p_value=est.p_value(),
         n=float(est.n_units),
         **where,
     )
@@ -35,12 +38,13 @@ def effect_rows(
     task: str,
     before: dict[str, UnitSums],
     after: dict[str, UnitSums],
-    resamples: int,
-    seed: int,
+    verdicts: VerdictConfig,
 ) -> list[Row]:
-    """Levels, drops (absolute and relative, in %) per side, and the effect, per measure."""
+    """Levels, drops (absolute and relative, in %) per side, and the effect, per measure.
+
+    The effect row carries its p-value against 0 and its verdict (``label``); a
+    ``null_margin`` row beside it holds the margin and the equivalence p-value."""
     rows: list[Row] = []
-    options = {"n_resamples": resamples, "seed": seed}
     for measure in after["task"].num:  # computed now, so in the loop's order
         kind = "loss" if measure == "loss" else "accuracy"
         sums = {side: (_sums(before[side], measure), _sums(after[side], measure)) for side in SIDES}
@@ -49,27 +53,54 @@ def effect_rows(
             where = {"task": task, "measure": measure, "variant": side}
             rows.append(Row("before", b.value, n=float(b.n_units), **where))
             rows.append(Row("after", a.value, n=float(a.n_units), **where))
-            drop = bootstrap.drop(b, a, kind, **options)
+            drop = unit_intervals.drop(b, a, kind)
             rows.append(_row("drop", drop.absolute, **where))
             if drop.relative.value == drop.relative.value:  # defined where before > 0
                 relative[side] = drop.relative
                 rows.append(_row("relative_drop", drop.relative, 100.0, **where))
-        effect = bootstrap.drop_difference(*sums["task"], *sums["reference"], kind, **options)
+        effect = unit_intervals.drop_difference(*sums["task"], *sums["reference"], kind)
         where = {"task": task, "measure": measure, "variant": "task-reference"}
-        rows.append(_row("effect", effect, **where))
+        margin = null_margin(verdicts, measure)
+        p_null = effect.p_within(margin)
+        label = verdict(effect.value, effect.p_value(), p_null)
+        rows.append(
+            Row(
+                "effect",
+                effect.value,
+                low=effect.low,
+                high=effect.high,
+                p_value=effect.p_value(),
+                n=float(effect.n_units),
+                label=label,
+                **where,
+            )
+        )
+        rows.append(Row("null_margin", margin, p_value=p_null, n=float(effect.n_units), **where))
         ref = relative.get("reference")
         if "task" in relative and ref is not None and ref.low > 0:
             rows.append(Row("drop_ratio", relative["task"].value / ref.value, **where))
     return rows
 
 
-def selection_rows(task: str, selection: object) -> list[Row]:
-    """The selection's size and split-half stability (Jaccard of the sets chosen from the
-    two halves of the collection data), beside what random sets would give."""
+def stability_row(task: str, selection: object, min_stability: float) -> Row:
+    """The split-half stability (Jaccard of the sets chosen from the two halves of the
+    collection data), flagged ``unstable selection`` below ``min_stability``."""
+    stability = selection.stability
+    return Row(
+        "stability",
+        stability,
+        task=task,
+        n=float(selection.mask.sum()),
+        label=selection_flag(stability, min_stability),
+    )
+
+
+def selection_rows(task: str, selection: object, min_stability: float) -> list[Row]:
+    """The selection's size and flagged stability, beside what random sets would give."""
     mask = selection.mask
     n_neurons = float(mask.numel())
     return [
-        Row("stability", selection.stability, task=task, n=float(mask.sum())),
+        stability_row(task, selection, min_stability),
         Row("chance_stability", selection.chance_stability, task=task),
         Row("n_selected", float(mask.sum()), task=task, n=n_neurons),
         Row("share_selected", float(mask.sum()) / n_neurons, task=task, n=n_neurons),

@@ -170,4 +170,22 @@ class Match(Analysis):
         log.info(
             "matched damage (target %.2f):\n%s", self.target_ratio, format_table(table, header)
         )
+        for m in matched.values():
+            if not m.converged:
+                log.warning(unmatched_warning(m, self.target_ratio, self.max_fraction))
         return rows
+
+
+def unmatched_warning(m: MatchedFraction, target_ratio: float, max_fraction: float) -> str:
+    """The console line for a task whose target was not reached: its row says converged=0,
+    and its cross ratios are at another damage level than the others'."""
+    if m.fraction >= max_fraction:
+        why = f"even analysis.max_fraction={max_fraction:g} only brings it to {m.ratio:.3f}"
+        fix = "raise analysis.max_fraction or the target"
+    else:
+        why = f"bisection stopped at ratio {m.ratio:.3f}"
+        fix = "raise analysis.max_steps or analysis.tolerance"
+    return (
+        f"warning: {m.task} did not reach target ratio {target_ratio:.2f} ({why}); its "
+        f"matched rows are not at the target damage: {fix}"
+    )

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,8 @@ Device = Enum("Device", {n: n for n in ("auto", "cpu", "cuda")})
 @dataclass
 class Moefy(Analysis):
     """``analysis=moefy``: experts per layer; with ``tasks=[...]``, their alignment."""
+
+    supported_sites: ClassVar[tuple[str, ...]] = ("mlp",)  # experts cluster MLP neurons
 
     experts: int | None = None  # None: d_mlp // neurons_per_expert
     neurons_per_expert: int = 32

@@ -33,7 +33,7 @@ from modularity.algorithms.set_overlap import (
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.persistence import INIT_SUFFIX, persistence_rows, verdict
 from modularity.figures import plot_bars, plot_heatmap, plt, save
-from modularity.outputs import format_table, write_json, write_tensors
+from modularity.outputs import format_table, write_csv, write_json, write_tensors
 from modularity.pipeline import Pipeline, Selection
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ class Overlap(Analysis):
             for scope, layers in {"all": None, **groups}.items():
                 names, matrix = overlap_matrix(sets, metric, layers)
                 stem = f"overlap_{metric}_{scope}"
-                pd.DataFrame(matrix, index=names, columns=names).to_csv(ctx.out / f"{stem}.csv")
+                frame = pd.DataFrame(matrix, index=names, columns=names)
+                write_csv(ctx.out / f"{stem}.csv", frame)
                 ctx.figure(
                     stem,
                     plot_heatmap(
@@ -162,7 +163,7 @@ class Overlap(Analysis):
                 )
             ctx.logger.matrix(f"overlap_{metric}", *overlap_matrix(sets, metric))
         table = overlap_table(sets, groups=groups, per_layer=True)
-        table.to_csv(ctx.out / "overlap_table.csv", index=False)
+        write_csv(ctx.out / "overlap_table.csv", table, index=False)
         rows = [
             Row(r.metric, float(r.value), task=r.task_a, partner=r.task_b, layer=r.scope)
             for r in table.itertuples()

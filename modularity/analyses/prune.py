@@ -1,9 +1,10 @@
 """Selective pruning: score, select, ablate and evaluate one task against its reference.
 
-Every drop is reported with a 95% bootstrap interval over evaluation units (documents,
-images), the headline being the *effect*: the task's drop minus the reference's (top-1 in
-percentage points, loss in nats), defined for every run. Beside it: the split-half
-stability of the selection and how much data each split actually used.
+Every drop is reported with a 95% interval over evaluation units (documents, images;
+``modularity.algorithms.unit_intervals``), the headline being the *effect*: the task's drop
+minus the reference's (top-1 in percentage points, loss in nats), defined for every run,
+with its verdict (``modularity.verdicts``). Beside it: the split-half stability of the
+selection, flagged when unstable, and how much data each split actually used.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from modularity.algorithms.t_interval import mean_interval
+from modularity.algorithms.unit_intervals import no_interval_reason
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
 from modularity.config import choice
@@ -29,15 +30,24 @@ from modularity.outputs import (
     write_tensors,
 )
 from modularity.tidy import lower_median, panels
+from modularity.verdicts import (
+    EFFECT,
+    INCONCLUSIVE,
+    NULL,
+    REVERSE,
+    UNSTABLE,
+    VERDICTS,
+    holm,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
+UNIT_NAMES = {"mlp": "neurons", "attn": "attention neurons", "heads": "heads"}
 
 
 @dataclass
 class Prune(Analysis):
     """``analysis=prune``: the selective-pruning pipeline for ``task``."""
-
-    resamples: int = 2000  # bootstrap resamples per interval
 
     def run(self, ctx: RunContext) -> list[Row]:
         pipe, cfg = ctx.pipeline, ctx.cfg
@@ -46,13 +56,13 @@ class Prune(Analysis):
         selection = pipe.select(task)
         saved = {"scores": selection.scores, "mask": selection.mask}
         if choice(cfg.ablation.mode) == "mean":  # what export needs to fold the means in
-            saved["means"] = pipe.statistics(reference).full.mean
+            saved["means"] = pipe.ablation_means(reference)
         write_tensors(ctx.out / "scores.safetensors", saved)
         before = pipe.baseline(task, reference)
         after = pipe.evaluate(task, reference, selection.mask)
         rows = [
-            *effect_rows(task.name, before, after, self.resamples, cfg.seed),
-            *selection_rows(task.name, selection),
+            *effect_rows(task.name, before, after, cfg.verdict),
+            *selection_rows(task.name, selection, cfg.verdict.min_stability),
             *sample_rows(pipe, task, reference),
         ]
         ctx.extras.update(scores=selection.scores, mask=selection.mask, selection=selection)
@@ -63,8 +73,8 @@ class Prune(Analysis):
             plot_layer_counts(
                 ctx.out / "layer_counts.png",
                 counts,
-                pipe.adapter.n_neurons,
-                ctx.title(f"{task.name} neurons per layer"),
+                pipe.n_units,
+                ctx.title(f"{task.name} {UNIT_NAMES[pipe.site]} per layer"),
             ),
         )
         write_json(ctx.out / "metrics.json", nested_metrics(rows))
@@ -73,13 +83,14 @@ class Prune(Analysis):
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
-        """Per fraction: the mean effect over tasks; per task at the middle fraction: drops
-        and effect with intervals, stability, data; under-powered results labelled."""
+        """Per fraction: the mean effect over tasks and the Holm-corrected verdict counts;
+        per task at the headline fraction: drops and effect with intervals, the verdict
+        (Holm over the tasks), stability with its flag, data."""
         lines = []
         for label, group in panels(rows, exclude=("task", "fraction", "run")):
             lines += _fraction_overview(group, label) + [""]
             fraction = lower_median(group.fraction)
-            table, flags = task_table(group[np.isclose(group.fraction, fraction)])
+            table = task_table(group[np.isclose(group.fraction, fraction)])
             if not table:
                 continue
             header = [
@@ -88,17 +99,18 @@ class Prune(Analysis):
                 "task drop (pp)",
                 "ref. drop (pp)",
                 "effect (pp)",
+                "verdict (Holm)",
                 "loss effect (nats)",
                 "stability",
                 "evaluated on",
             ]
             lines += [
-                f"At fraction {fraction:g}: drops in percentage points of top-1, the effect is "
-                "the task's drop minus the reference's, with 95% bootstrap intervals over "
-                "evaluation documents or images; loss effect likewise in nats; stability is "
-                "the Jaccard of the selections made from two halves of the collection data. "
-                f"{sum(flags)} of {len(table)} tasks are under-powered (the interval contains "
-                f"0, or stability < {STABILITY_THRESHOLD}).",
+                f"Headline, declared before the run: the top-1 effect at fraction {fraction:g} "
+                "(the experiment's `selection.fraction`, the lower median of its sweep). Drops "
+                "in percentage points of top-1; the effect is the task's drop minus the "
+                "reference's, with 95% intervals over evaluation documents or images; loss "
+                "effect likewise in nats; stability is the Jaccard of the selections made from "
+                "two halves of the collection data. " + _verdict_legend(group, len(table)),
                 "",
                 format_markdown(table, header),
                 "",
@@ -112,12 +124,17 @@ class Prune(Analysis):
 
 
 def nested_metrics(rows: list[Row]) -> dict:
-    """``metrics.json``: the rows as ``{metric: {variant: {measure: {value, low, high}}}}``."""
+    """``metrics.json``: the rows as ``{metric: {variant: {measure: {value, low, high, n,
+    p_value, label}}}}`` (what each row has of these)."""
     out: dict = {}
     for row in rows:
         entry = {"value": row.value}
         if row.low == row.low:  # an interval was computed
             entry.update(low=row.low, high=row.high, n=row.n)
+        if row.p_value == row.p_value:
+            entry["p_value"] = row.p_value
+        if row.label:
+            entry["label"] = row.label
         out.setdefault(row.metric, {}).setdefault(row.variant or "-", {})[row.measure or "-"] = (
             entry
         )
@@ -125,32 +142,50 @@ def nested_metrics(rows: list[Row]) -> dict:
 
 
 def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> str:
-    """A few lines for the console: levels before/after, drops and effect with intervals."""
+    """A few lines for the console: levels before/after, drops and effect with intervals,
+    the effect's verdict, the stability with its flag, and why an interval is missing."""
     get = {(r.metric, r.variant, r.measure): r for r in rows}
-    measures = [r.measure for r in rows if r.metric == "effect"]
+    effects = [r for r in rows if r.metric == "effect"]
 
     def interval(row: Row | None, scale: float = 1.0) -> str:
         if row is None or row.value != row.value:
             return "-"
+        if row.low != row.low:
+            return f"{row.value * scale:+.2f} [no interval]"
         return f"{row.value * scale:+.2f} [{row.low * scale:+.2f}, {row.high * scale:+.2f}]"
 
     table = []
-    for m in measures:
+    for effect in effects:
+        m = effect.measure
         levels = [
             f"{get[('before', side, m)].value:.4f} -> {get[('after', side, m)].value:.4f}"
             for side in ("task", "reference")
         ]
+        margin = get.get(("null_margin", "task-reference", m))
         table.append(
             [
                 m,
                 *levels,
                 *(interval(get.get(("drop", s, m))) for s in ("task", "reference")),
-                interval(get.get(("effect", "task-reference", m))),
+                interval(effect),
+                effect.label + (f" (margin {margin.value:g})" if effect.label == NULL else ""),
             ]
         )
-    header = ["metric", "task", "reference", "task drop", "ref. drop", "effect (task - ref.)"]
+    header = [
+        "metric",
+        "task",
+        "reference",
+        "task drop",
+        "ref. drop",
+        "effect (task - ref.)",
+        "verdict",
+    ]
     stability = get.get(("stability", "", ""))
-    sizes = {(r.metric, r.variant): int(r.value) for r in rows}
+    sizes = {
+        (r.metric, r.variant): int(r.value)
+        for r in rows
+        if r.metric.startswith(("collect_", "evaluate_"))
+    }
     unit = "tokens" if ("collect_tokens", "task") in sizes else "units"
     used = "; ".join(
         f"{side} {sizes[('collect_' + unit, side)]} / {sizes[('evaluate_' + unit, side)]}"
@@ -158,87 +193,134 @@ def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> s
         if ("collect_" + unit, side) in sizes
     )
     noun = "tokens" if unit == "tokens" else "images"
+    missing = next(
+        (
+            no_interval_reason(int(e.n), int(get[("before", "reference", e.measure)].n))
+            for e in effects
+            if e.low != e.low and e.value == e.value
+        ),
+        "",
+    )
     return (
         f"{model} / {task} vs {reference}: accuracy drops in percentage points, loss rises "
-        "in nats, 95% bootstrap intervals\n"
+        "in nats, 95% intervals over evaluation units\n"
         + format_table(table, header)
-        + (f"\nsplit-half stability of the selection: {stability.value:.2f}" if stability else "")
+        + (f"\n{missing}" if missing else "")
+        + (
+            f"\nsplit-half stability of the selection: {stability.value:.2f} ({stability.label})"
+            if stability
+            else ""
+        )
         + (f"\n{noun} used (collection / evaluation): {used}" if used else "")
     )
 
 
-STABILITY_THRESHOLD = 0.7  # below it a selection is labelled under-powered (DESIGN.md)
+def top1_effects(rows: pd.DataFrame) -> pd.DataFrame:
+    """The top-1 effect rows, each with its equivalence p-value (``p_null``, from the
+    ``null_margin`` row beside it) and margin."""
+    keys = ["run", "task"]
+    effects = rows[(rows.metric == "effect") & (rows.measure == "top1")]
+    margins = rows[(rows.metric == "null_margin") & (rows.measure == "top1")]
+    margins = margins[[*keys, "value", "p_value"]].rename(
+        columns={"value": "margin", "p_value": "p_null"}
+    )
+    return effects.merge(margins, on=keys, how="left")
 
 
-def underpowered(effect: Any, stability: float) -> bool:
-    """The effect's interval contains 0, or the selection is unstable."""
-    no_effect = effect is None or not (effect.low > 0 or effect.high < 0)
-    return bool(no_effect or not stability >= STABILITY_THRESHOLD)
+def holm_verdicts(effects: pd.DataFrame) -> list[str]:
+    """The verdict of each effect with both its p-values Holm-adjusted over all of them."""
+    return [
+        verdict(value, p_effect, p_null)
+        for value, p_effect, p_null in zip(
+            effects.value, holm(effects.p_value.to_numpy()), holm(effects.p_null.to_numpy())
+        )
+    ]
 
 
-def task_table(rows: pd.DataFrame) -> tuple[list[list[str]], list[bool]]:
-    """Per task: top-1 before/after, drops and effect with intervals, loss effect,
-    stability, evaluation data; and which tasks are under-powered."""
-    table, flags = [], []
+def _verdict_legend(rows: pd.DataFrame, n_tasks: int) -> str:
+    """How to read the verdict column, with its margin and the family it is corrected over."""
+    margins = top1_effects(rows).margin.dropna().unique()
+    margin = f"±{margins[0]:g} pp" if len(margins) == 1 else "the run's margin"
+    return (
+        f"Verdicts are corrected for the {n_tasks} tasks by Holm's method (5% family-wise): "
+        f"*{EFFECT}* the effect is above 0, *{REVERSE}* below 0, *{NULL}* its interval lies "
+        f"within {margin}, *{INCONCLUSIVE}* none of these; *{UNSTABLE}* marks a split-half "
+        "stability below the run's `verdict.min_stability`."
+    )
+
+
+def task_table(rows: pd.DataFrame) -> list[list[str]]:
+    """Per task at one fraction: top-1 before/after, drops and effect with intervals, the
+    Holm-corrected verdict, loss effect, stability with its flag, evaluation data."""
+    effects = top1_effects(rows)
+    labels = dict(zip(effects.task, holm_verdicts(effects)))
+    table = []
     for task, group in rows.groupby("task"):
-        pick = {(r.metric, r.variant, r.measure): r for r in group.itertuples()}
-        effect = pick.get(("effect", "task-reference", "top1"))
-        if effect is None:
+        if task not in labels:
             continue
+        pick = {(r.metric, r.variant, r.measure): r for r in group.itertuples()}
         stability = pick.get(("stability", "", ""))
         stable = stability.value if stability is not None else float("nan")
-        weak = underpowered(effect, stable)
-        flags.append(weak)
+        flag = f" ({UNSTABLE})" if stability is not None and stability.label == UNSTABLE else ""
         tokens, units = (
             pick.get(("evaluate_tokens", "task", "")),
             pick.get(("evaluate_units", "task", "")),
         )
         size = f"{int(tokens.value):,} tokens" if tokens else f"{int(units.value):,} images"
+        effect = pick[("effect", "task-reference", "top1")]
         before, after = pick[("before", "task", "top1")], pick[("after", "task", "top1")]
         table.append(
             [
-                task + (" (under-powered)" if weak else ""),
+                task,
                 f"{before.value:.3f} → {after.value:.3f}",
                 format_interval(pick.get(("drop", "task", "top1"))),
                 format_interval(pick.get(("drop", "reference", "top1"))),
                 f"**{format_interval(effect)}**",
+                labels[task],
                 format_interval(pick.get(("effect", "task-reference", "loss")), 2),
-                f"{stable:.2f}",
-                size,
+                f"{stable:.2f}{flag}",
+                f"{size} ({int(effect.n)} units)",
             ]
         )
-    return table, flags
+    return table
 
 
 def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
-    """One line per fraction: mean top-1 effect over tasks (t-interval), how many tasks'
-    intervals exclude 0, mean stability."""
-    effects = rows[(rows.metric == "effect") & (rows.measure == "top1")]
+    """One line per fraction: mean top-1 effect over tasks (t-interval), the verdicts
+    corrected by Holm over every task and fraction of the table, unstable selections, mean
+    stability."""
+    effects = top1_effects(rows)
+    effects["verdict"] = holm_verdicts(effects)
     stability = rows[rows.metric == "stability"]
     table = []
     for fraction, group in effects.groupby("fraction"):
         mean, low, high = mean_interval(group.value.to_numpy())
-        stable = stability[np.isclose(stability.fraction, fraction)].value.mean()
+        stable = stability[np.isclose(stability.fraction, fraction)]
+        counts = group.verdict.value_counts()
         table.append(
             [
                 f"{fraction:g}",
                 f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
                 if low == low
                 else f"{mean:+.1f} (one task: no interval over tasks)",
-                f"{int((group.low > 0).sum())} of {len(group)}",
-                f"{int((group.high < 0).sum())}",
-                f"{stable:.2f}",
+                *(f"{counts.get(name, 0)} of {len(group)}" for name in VERDICTS),
+                f"{int((stable.label == UNSTABLE).sum())}",
+                f"{stable.value.mean():.2f}",
             ]
         )
     header = [
         "fraction",
         "mean effect (pp), 95% t-interval over tasks",
-        "tasks hurt more than reference",
-        "hurt less",
+        *VERDICTS,
+        UNSTABLE,
         "mean stability",
     ]
     title = f"Selective pruning{f' ({label})' if label else ''}: top-1 effect by fraction."
-    return [title, "", format_markdown(table, header)]
+    family = (
+        f"Verdict counts are corrected by Holm's method over all {len(effects)} task x "
+        "fraction effects of this table (5% family-wise)."
+    )
+    return [title, "", format_markdown(table, header), "", family]
 
 
 def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:

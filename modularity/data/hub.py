@@ -120,7 +120,16 @@ def load_hub_dataset(
     if "dataset" not in hub:
         raise ConfigError("a hub dataset needs hub.dataset (a hub id or a local directory)")
     with hub_access(hub["dataset"], "dataset", "task.hub.dataset"):
-        data = _load(hub, split, streaming)
+        try:
+            data = _load(hub, split, streaming)
+        except (ValueError, FileNotFoundError) as err:
+            if not is_local_path(hub["dataset"]):
+                raise
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(
+                f"local dataset {hub['dataset']!r} has no data files the datasets library "
+                f"can read (parquet, json, csv, text, arrow) for split {split!r}: {reason}"
+            ) from err
     _check_columns(hub, data)
     wanted = hub.get("filter")
     return data.filter(row_filter(wanted)) if wanted else data

@@ -1,9 +1,11 @@
-"""Architecture adapters: where one family keeps its MLP neurons.
+"""Architecture adapters: where one family keeps its MLP neurons and its attention output.
 
 Every family exposes the same neuron site, the input of the MLP's down/out projection (the
-activation after the nonlinearity, and after gating for gated MLPs), so the rest of the code
-never asks which family a model belongs to. Adding a family means one small subclass that
-declares its module layout, registered for the ``model_type`` values of its HF configs.
+activation after the nonlinearity, and after gating for gated MLPs), and, where its layout
+declares ``attn_out``, the input of the attention output projection (the heads' value
+outputs side by side, ``n_heads x head_dim``), so the rest of the code never asks which
+family a model belongs to. Adding a family means one small subclass that declares its
+module layout, registered for the ``model_type`` values of its HF configs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ Projection = Literal["up", "gate", "down"]
 
 @dataclass(frozen=True)
 class MlpLayout:
-    """Dotted paths of one release's module tree: the block list and, inside a block, the MLP."""
+    """Dotted paths of one release's module tree: the block list and, inside a block, the MLP
+    and the attention output projection (``attn_out``; None where it is not declared)."""
 
     blocks: str
     up: str
@@ -93,7 +96,14 @@ class ModelAdapter:
     @classmethod
     def for_model(cls, model: nn.Module) -> ModelAdapter:
         """Pick the adapter from the model's HF config, not from its module names."""
-        return adapter_class(model.config.model_type)(model)
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if not isinstance(model, nn.Module) or not isinstance(model_type, str):
+            raise ConfigError(
+                f"expected a Hugging Face transformers model (a torch module with "
+                f"config.model_type), got {type(model).__name__}; supported families: "
+                f"{', '.join(supported_model_types())}"
+            )
+        return adapter_class(model_type)(model)
 
     def _find_blocks(self, model: nn.Module) -> tuple[MlpLayout, list[nn.Module]]:
         for layout in self.layouts:
@@ -172,6 +182,62 @@ class ModelAdapter:
         """The axis of a projection's stored weight that runs over neurons."""
         axis = 1 if projection == "down" else 0
         return 1 - axis if self.transposed_weights else axis
+
+    # ------------------------------------------------------------------ attention
+
+    @property
+    def has_attention_layout(self) -> bool:
+        return self.layout.attn_out is not None
+
+    def attention_output(self, layer: int) -> nn.Module:
+        """The attention output projection, whose input holds every query head's value
+        output side by side (``[..., n_heads * head_dim]``, head-major)."""
+        if self.layout.attn_out is None:
+            raise ConfigError(
+                f"{type(self).__name__} declares no attention output projection (attn_out) for "
+                f"model type {self.model.config.model_type!r}; attention sites (site=attn, "
+                "site=heads) need one in its MlpLayout; use site=mlp"
+            )
+        return self.blocks[layer].get_submodule(self.layout.attn_out)
+
+    @property
+    def n_heads(self) -> int:
+        """Query heads per layer (with grouped-query attention, more than key/value heads):
+        every HF config maps ``num_attention_heads`` to its own name for it."""
+        return int(self.model.config.num_attention_heads)
+
+    @property
+    def attention_width(self) -> int:
+        """Inputs of the attention output projection per layer: ``n_heads * head_dim``."""
+        weight = self.attention_output_weight(0)
+        return weight.shape[1]
+
+    @property
+    def head_dim(self) -> int:
+        """Dimensions of one head's value output (read off the projection, so a config whose
+        ``head_dim`` differs from ``hidden_size / n_heads`` is handled)."""
+        width, heads = self.attention_width, self.n_heads
+        if width % heads:
+            raise ConfigError(
+                f"{type(self).__name__}: the attention output projection takes {width} inputs, "
+                f"not a multiple of the {heads} heads in the config"
+            )
+        return width // heads
+
+    def attention_output_weight(self, layer: int) -> torch.Tensor:
+        """Attention output weights ``[d_model, n_heads * head_dim]`` (one column per unit)."""
+        weight = self.attention_output(layer).weight
+        return weight.T if self.transposed_weights else weight
+
+    def attention_parameter_name(self, layer: int, tensor: Literal["weight", "bias"]) -> str:
+        """The state-dict key of the attention output projection's weight or bias."""
+        self.attention_output(layer)  # a clear error where the layout declares none
+        return f"{self.layout.blocks}.{layer}.{self.layout.attn_out}.{tensor}"
+
+    @property
+    def attention_input_axis(self) -> int:
+        """The axis of the stored attention output weight that runs over its inputs."""
+        return 0 if self.transposed_weights else 1
 
     @property
     def mlp_bias_switch(self) -> str | None:

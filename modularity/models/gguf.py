@@ -22,6 +22,7 @@ import torch
 
 from modularity.atomic import atomic_directory, remove_stale_temporaries
 from modularity.errors import ModularityError
+from modularity.optional import missing
 from modularity.paths import models_root
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,13 @@ def _dequantize(source_dir: str, gguf_file: str, target: Path) -> None:
         )
         tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=gguf_file)
     except ImportError as err:  # the `gguf` reader is missing
-        raise ModularityError(f"cannot read {gguf_file!r}: {err}".splitlines()[0]) from err
+        raise missing("gguf") from err
+    except (ValueError, OSError, EOFError) as err:  # a truncated file: numpy cannot reshape
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModularityError(
+            f"cannot read {Path(source_dir) / gguf_file}: truncated or not a GGUF model "
+            f"({reason}); download it again"
+        ) from err
     # transformers 5 refuses to save a model it still considers quantised.
     model.hf_quantizer = None
     model.is_quantized = False

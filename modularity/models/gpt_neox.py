@@ -8,5 +8,10 @@ class GPTNeoXAdapter(ModelAdapter):
     model_types = ("gpt_neox",)
     kind = "causal_lm"
     layouts = (
-        MlpLayout(blocks="gpt_neox.layers", up="mlp.dense_h_to_4h", down="mlp.dense_4h_to_h"),
+        MlpLayout(
+            blocks="gpt_neox.layers",
+            up="mlp.dense_h_to_4h",
+            down="mlp.dense_4h_to_h",
+            attn_out="attention.dense",
+        ),
     )

@@ -37,12 +37,15 @@ class LayoutAdapter(ModelAdapter):
         self.width_attribute = "intermediate_size" if width == self.n_neurons else None
 
     def _check_widths(self) -> None:
-        n_in, n_out = self.input_weight(0).shape[0], self.output_weight(0).shape[1]
-        if n_in != n_out:
-            raise ConfigError(
-                f"model.layout: up {self.layout.up!r} has {n_in} outputs but down "
-                f"{self.layout.down!r} takes {n_out} inputs; are they the MLP's projections?"
-            )
+        n_out = self.output_weight(0).shape[1]
+        for key in ("up", "gate") if self.is_gated else ("up",):
+            n_in = self.input_weight(0, key).shape[0]
+            if n_in != n_out:
+                raise ConfigError(
+                    f"model.layout: {key} {getattr(self.layout, key)!r} has {n_in} outputs but "
+                    f"down {self.layout.down!r} takes {n_out} inputs; are they the MLP's "
+                    "projections?"
+                )
 
 
 def layout_of(layout: Mapping[str, Any]) -> tuple[MlpLayout, ModelKind]:

@@ -9,7 +9,11 @@ class LlamaAdapter(ModelAdapter):
     kind = "causal_lm"
     layouts = (
         MlpLayout(
-            blocks="model.layers", up="mlp.up_proj", down="mlp.down_proj", gate="mlp.gate_proj"
+            blocks="model.layers",
+            up="mlp.up_proj",
+            down="mlp.down_proj",
+            gate="mlp.gate_proj",
+            attn_out="self_attn.o_proj",
         ),
     )
     # Only LlamaConfig has the switch; Mistral's and Qwen's MLPs are always bias-free.

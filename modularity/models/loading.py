@@ -171,6 +171,10 @@ def _adapter(cfg: DictConfig, network: nn.Module) -> ModelAdapter:
 def _quantization(kind: str) -> Any:
     from transformers import BitsAndBytesConfig
 
+    from modularity.optional import require
+
+    require("bitsandbytes")
+
     if kind == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     if kind == "4bit":
@@ -266,3 +270,20 @@ def _load_cached(cfg_json: str) -> LoadedModel:
     else:
         loaded.image_processor = _image_processor(source)
     return loaded
+
+
+def model_depth(cfg: DictConfig) -> int | None:
+    """The number of layers ``cfg`` (a ``model`` node) describes, read from its HF config
+    without loading weights, so values like ``layers`` are checked before a sweep's first
+    job; None where only loading would tell (a GGUF file, which is de-quantised first)."""
+    if cfg.get("gguf_file"):
+        return None
+    source = _source_dir(cfg)
+    if source is None:
+        return int(_hf_config(cfg).num_hidden_layers)
+    try:
+        with hub_access(source, "model", "model.path"):
+            config = AutoConfig.from_pretrained(source, revision=cfg.get("revision"))
+    except (OSError, ValueError) as err:
+        raise ModularityError(f"cannot load model {source!r}: {err}".splitlines()[0]) from err
+    return int(config.num_hidden_layers)

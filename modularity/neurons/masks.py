@@ -1,4 +1,5 @@
-"""Ablate selected neurons through forward-pre-hooks on the neuron site.
+"""Ablate selected units through forward-pre-hooks on their site's module (``mlp`` neurons by
+default; ``attn`` neurons and ``heads``: columns of the attention output projection's input).
 
 Hooks leave the weights untouched, so removing them restores the model bit for bit; the
 context managers remove them even when the body raises.
@@ -14,15 +15,18 @@ from torch import nn
 
 from modularity.errors import invalid_choice
 from modularity.models.adapter import ModelAdapter
+from modularity.neurons.sites import column_mask, site_of
 
 SiteHook = Callable[[int, torch.Tensor], torch.Tensor | None]
 
 
 @contextmanager
 def neuron_hooks(
-    adapter: ModelAdapter, hook: SiteHook, layers: list[int] | None = None
+    adapter: ModelAdapter, hook: SiteHook, layers: list[int] | None = None, site: str = "mlp"
 ) -> Iterator[None]:
-    """Call ``hook(layer, activations)`` at each neuron site; a returned tensor replaces them."""
+    """Call ``hook(layer, activations)`` with the input of ``site``'s module in each layer; a
+    returned tensor replaces it."""
+    module_of = site_of(site).module
     handles = []
 
     def make(layer: int) -> Callable[[nn.Module, tuple], tuple | None]:
@@ -34,7 +38,7 @@ def neuron_hooks(
 
     try:
         for layer in range(adapter.n_layers) if layers is None else layers:
-            handles.append(adapter.neuron_site(layer).register_forward_pre_hook(make(layer)))
+            handles.append(module_of(adapter, layer).register_forward_pre_hook(make(layer)))
         yield
     finally:
         for handle in handles:
@@ -47,16 +51,19 @@ def ablate(
     mask: torch.Tensor,
     mode: str = "zero",
     means: torch.Tensor | None = None,
+    site: str = "mlp",
 ) -> Iterator[None]:
-    """Ablate the neurons in ``mask`` (``[layers, neurons]`` bool) for the ``with`` body.
+    """Ablate the units of ``site`` in ``mask`` (``[layers, units]`` bool) for the ``with`` body.
 
-    ``zero`` sets them to 0; ``mean`` to ``means`` (``[layers, neurons]``, the reference mean),
-    which removes their task-dependent signal but keeps their average contribution.
+    ``zero`` sets them to 0; ``mean`` to ``means`` (``[layers, columns]`` of the site's module
+    input, the reference mean: for ``heads`` the attention neurons' means), which removes
+    their task-dependent signal but keeps their average contribution.
     """
     if mode not in ("zero", "mean"):
         raise invalid_choice("ablation mode", mode, ["zero", "mean"])
     if mode == "mean" and means is None:
         raise ValueError("mean ablation needs the reference means")
+    mask = column_mask(adapter, site, mask)
     layers = [layer for layer in range(mask.shape[0]) if mask[layer].any()]
     keep = {layer: ~mask[layer] for layer in layers}
     fill = (
@@ -77,5 +84,5 @@ def ablate(
         out = x * keep_factor
         return out if fill_value is None else out + fill_value
 
-    with neuron_hooks(adapter, on_site, layers):
+    with neuron_hooks(adapter, on_site, layers, site):
         yield

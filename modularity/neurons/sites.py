@@ -1,0 +1,217 @@
+"""Unit sites: which module's input a kind of unit is read from, and which slice of it.
+
+- ``mlp``: the MLP's neurons, the input of its down/out projection (one unit per column).
+- ``attn``: attention neurons, the input of the attention output projection: every query
+  head's value output side by side, ``n_heads x head_dim`` units per layer (with
+  grouped-query attention the unit is the query head's slice, not the shared key/value head).
+- ``heads``: whole heads, ``n_heads`` units per layer. A head's activation on a token is the
+  L2 norm of its slice of the attention output projection's input (its output before mixing
+  into the residual stream, up to that projection), a scalar >= 0; the usual statistics are
+  streamed over that scalar. Ablating a head removes its whole slice.
+
+Reading several sites at once concatenates their units per layer (in the order asked), so
+one forward feeds one set of streaming sums and the statistics are split per site after.
+Ablation replaces a site's module input, columns of the units' slices; the mean a column is
+replaced by comes from the statistics of ``means_site`` (a head's mean is its slice's
+attention-neuron means, not the mean of its norm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from modularity.errors import ConfigError, invalid_choice
+from modularity.models.adapter import ModelAdapter
+from modularity.neurons.stats import CollectedStats, NeuronStats
+
+SiteHook = Callable[[int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One kind of unit: ``mlp`` or ``attn`` (one unit per input column of the site's module)."""
+
+    name: str
+    means_site: str  # whose statistics' means replace this site's units in mean ablation
+    scorers_excluded: tuple[str, ...] = ()  # scorers whose statistic says nothing here
+    why_excluded: str = ""
+
+    def module(self, adapter: ModelAdapter, layer: int) -> nn.Module:
+        """The module whose input holds this site's units (hooked with a pre-hook)."""
+        if self.name == "mlp":
+            return adapter.neuron_site(layer)
+        return adapter.attention_output(layer)
+
+    def width(self, adapter: ModelAdapter) -> int:
+        """Units per layer."""
+        return adapter.n_neurons if self.name == "mlp" else adapter.attention_width
+
+    def read(self, adapter: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
+        """The units' values per token from the module input ``x`` (``[..., width]``)."""
+        return x
+
+    def columns(self, adapter: ModelAdapter, units: torch.Tensor) -> torch.Tensor:
+        """The module-input columns that units ``[..., width]`` (bool) cover."""
+        return units
+
+
+@dataclass(frozen=True)
+class HeadSite(Site):
+    """Whole heads: one unit per query head, its activation the L2 norm of its slice."""
+
+    def width(self, adapter: ModelAdapter) -> int:
+        adapter.head_dim  # noqa: B018 - fails in one line if the heads do not tile the input
+        return adapter.n_heads
+
+    def read(self, adapter: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
+        """``[..., n_heads]``: per token, the L2 norm of each head's slice, in >= float32."""
+        x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        return torch.linalg.vector_norm(x.unflatten(-1, (adapter.n_heads, -1)), dim=-1)
+
+    def columns(self, adapter: ModelAdapter, units: torch.Tensor) -> torch.Tensor:
+        return units.repeat_interleave(adapter.head_dim, dim=-1)
+
+
+SITES: dict[str, Site] = {
+    "mlp": Site("mlp", means_site="mlp"),
+    "attn": Site("attn", means_site="attn"),
+    "heads": HeadSite(
+        "heads",
+        means_site="attn",
+        scorers_excluded=("freq",),
+        why_excluded="a head's activation is the norm of its output, positive whenever the "
+        "head is active, so the fraction of positive activations says nothing",
+    ),
+}
+
+
+def site_of(name: str) -> Site:
+    """The site named ``name``, or a one-line error naming the valid ones."""
+    try:
+        return SITES[name]
+    except KeyError:
+        raise invalid_choice("site", name, list(SITES)) from None
+
+
+def check_site_scorer(site: str, scorer: str) -> None:
+    """Refuse a scorer whose statistic is uninformative on ``site`` (one line)."""
+    chosen = site_of(site)
+    if scorer in chosen.scorers_excluded:
+        from modularity.neurons.scoring import scorer_names
+
+        usable = [s for s in scorer_names() if s not in chosen.scorers_excluded]
+        raise ConfigError(
+            f"scoring={scorer} cannot score site={site}: {chosen.why_excluded}; valid scorers "
+            f"for site={site}: {', '.join(usable)}"
+        )
+
+
+def site_widths(adapter: ModelAdapter, sites: Sequence[str]) -> list[int]:
+    """Units per layer of each site (a one-line error where the family lacks one)."""
+    return [site_of(name).width(adapter) for name in sites]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@contextmanager
+def reading_hooks(
+    adapter: ModelAdapter,
+    sites: Sequence[str],
+    hook: SiteHook,
+    layers: Sequence[int] | None = None,
+) -> Iterator[None]:
+    """Call ``hook(layer, units)`` once per layer and forward with the units of every site in
+    ``sites`` side by side (``[..., sum of widths]``), read by pre-hooks that change nothing.
+
+    A single site passes its module input itself (no copy); several are concatenated when
+    the last of the layer's sites has been read, whatever order the modules run in.
+    """
+    chosen = [site_of(name) for name in sites]
+    if not chosen:
+        raise ValueError("reading_hooks needs at least one site")
+    parts: dict[int, dict[int, torch.Tensor]] = {}
+
+    def make(layer: int, indices: list[int]) -> Callable[[nn.Module, tuple], None]:
+        def pre_hook(_module: nn.Module, args: tuple) -> None:
+            read = parts.setdefault(layer, {})
+            for i in indices:
+                read[i] = chosen[i].read(adapter, args[0])
+            if len(read) == len(chosen):
+                del parts[layer]
+                units = (
+                    read[0]
+                    if len(chosen) == 1
+                    else torch.cat([read[i] for i in range(len(chosen))], -1)
+                )
+                hook(layer, units)
+
+        return pre_hook
+
+    handles = []
+    try:
+        for layer in range(adapter.n_layers) if layers is None else layers:
+            by_module: dict[nn.Module, list[int]] = {}
+            for i, site in enumerate(chosen):
+                by_module.setdefault(site.module(adapter, layer), []).append(i)
+            for module, indices in by_module.items():
+                handles.append(module.register_forward_pre_hook(make(layer, indices)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        parts.clear()
+
+
+def split_statistics(
+    stats: CollectedStats, adapter: ModelAdapter, sites: Sequence[str]
+) -> dict[str, CollectedStats]:
+    """Statistics collected with ``reading_hooks(sites)`` split into each site's.
+
+    Each keeps the whole collection's ``method`` and ``max_relative_mad_error`` (the bound
+    over all sites collected together, so an upper bound for each).
+    """
+    out, start = {}, 0
+    for name, width in zip(sites, site_widths(adapter, sites)):
+        columns = slice(start, start + width)
+        out[name] = replace(
+            stats,
+            full=_columns(stats.full, columns),
+            halves=tuple(_columns(half, columns) for half in stats.halves),
+        )
+        start += width
+    if start != stats.full.shape[1]:
+        raise ValueError(f"statistics have {stats.full.shape[1]} units, the sites {start}")
+    return out
+
+
+def _columns(stats: NeuronStats, columns: slice) -> NeuronStats:
+    tensors = stats.to_tensors()
+    return NeuronStats.from_tensors({k: v[:, columns].contiguous() for k, v in tensors.items()})
+
+
+# --------------------------------------------------------------------------- ablation
+
+
+def column_mask(adapter: ModelAdapter, site: str, mask: torch.Tensor) -> torch.Tensor:
+    """``[layers, columns]`` bool: the module-input columns that units ``mask`` cover."""
+    return site_of(site).columns(adapter, mask)
+
+
+def check_unit_mask(adapter: ModelAdapter, site: str, mask: object) -> torch.Tensor:
+    """``mask`` if it is a bool ``[layers, units]`` tensor for ``site``, else a one-line error."""
+    expected = (adapter.n_layers, site_of(site).width(adapter))
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ConfigError(f"the mask must be a bool tensor [layers, units], got {got}")
+    if tuple(mask.shape) != expected:
+        raise ConfigError(
+            f"the mask has shape {list(mask.shape)}, but site={site} of this "
+            f"{type(adapter.model).__name__} has [layers, units] = {list(expected)}"
+        )
+    return mask
