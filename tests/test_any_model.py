@@ -54,7 +54,7 @@ def make_run_cfg(shared_cache, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny_opt", "tiny_gemma3", "tiny_phi_layout"])
 def test_prune_export_overlap_and_moefy(model, make_run_cfg, tmp_path):
-    cfg = make_run_cfg(f"model={model}", "task=code", "analysis.resamples=200")
+    cfg = make_run_cfg(f"model={model}", "task=code")
     rows = run(cfg).rows
     assert rows[rows.metric == "n_selected"].value.item() == 2 * round(0.05 * 64)
     assert rows[(rows.metric == "effect") & (rows.measure == "top1")].low.notna().all()
