@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # build first (see README) and `make` keeps it, since it satisfies the pin's range.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup run run-full test test-fast bench models gemma gpu-check lint clean
+.PHONY: setup run run-full test test-fast bench models gemma gpu-check lint docs clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py
 	$(BIN)/python benchmarks/bench_interval_coverage.py
 	$(BIN)/python benchmarks/bench_kmeans.py
+	$(BIN)/python benchmarks/bench_routed.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_sites.py
 	$(BIN)/python benchmarks/bench_eval_memory.py
@@ -56,9 +57,13 @@ models: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python -m modularity.gpucheck
 
+# The API reference from the docstrings, into site/ (offline).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check modularity tests benchmarks
 	$(BIN)/ruff format --check modularity tests benchmarks
 
 clean:
-	rm -rf outputs outputs-full multirun .pytest_cache
+	rm -rf outputs outputs-full multirun site .pytest_cache

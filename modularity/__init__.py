@@ -8,8 +8,11 @@ Notebook API (imported on first use, so ``import modularity`` stays fast)::
     with modularity.ablate(hf_model, result.mask):
         ...
     modularity.export(result, "pruned-model/")
+    routed = modularity.moefy(hf_model, k=0.25, method="kmeans", router="similarity")
+    modularity.load("outputs/2026-11-25/10-00-00_tiny_lm_text_code")  # a finished run, reopened
 
-The command line is ``python -m modularity.run`` (or ``modularity``).
+The command line is ``modularity`` (``modularity run|report|export``), or the
+``python -m modularity.run|report|export`` forms.
 """
 
 from __future__ import annotations
@@ -17,7 +20,16 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.2.0"
-__all__ = ["PruneResult", "ablate", "compose", "export", "prune", "run_analysis"]
+__all__ = [
+    "PruneResult",
+    "ablate",
+    "compose",
+    "export",
+    "load",
+    "moefy",
+    "prune",
+    "run_analysis",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,11 @@
-"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`.
+"""The notebook API: :func:`prune`, :func:`ablate`, :func:`export`, :func:`run_analysis`,
+:func:`moefy`, and :func:`load` to reopen a finished run (from the command line or from here).
 
 The same runs as the command line, without one: configs are composed by Hydra with the
 same defaults, checked the same way, and written to a run directory you choose (or the
-standard ``outputs/<date>/<time>_<model>_<task>``, never the current directory).
+standard ``outputs/<date>/<time>_<model>_<task>``, never the current directory). Bad input,
+of any Python type, raises :class:`modularity.errors.ModularityError` whose message is the
+command line's one line.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def run_analysis(*overrides: str, run_dir: str | Path | None = None) -> Any:
     returns :class:`modularity.analyses.base.RunResult`."""
     from modularity.run import run
 
-    return run(compose(*_strings("overrides", overrides), run_dir=run_dir))
+    return run(compose(*overrides, run_dir=run_dir))
 
 
 def _strings(what: str, values: Any) -> list[str]:
@@ -204,3 +207,44 @@ def export(source: PruneResult | str | Path, out_dir: str | Path) -> Any:
     from modularity.checkpoint import export_run
 
     return export_run(run_dir, out)
+
+
+def moefy(model: torch.nn.Module, k: int | float = 0.25, **options: Any) -> torch.nn.Module:
+    """MoEfy a gated-MLP Hugging Face model you loaded (Llama, Mistral, Qwen, SmolLM2), in
+    place: each MLP computes only ``k`` experts per token (an int, or a share of them).
+
+    ``options``: ``method`` (kmeans, coactivation, random), ``router`` (similarity, mlp,
+    oracle), ``experts`` or ``neurons_per_expert``, ``data`` (token ids ``[items, tokens]``,
+    needed by coactivation and mlp), ``seed``. See :mod:`modularity.routing.build`.
+    """
+    from modularity.routing.build import moefy_model
+
+    return moefy_model(model, k, **options)
+
+
+def load(run_dir: str | Path) -> PruneResult | Any:
+    """Reopen a finished run directory as the object the API returned for it: a
+    :class:`PruneResult` for a pruning run (mask and scores from ``scores.safetensors``),
+    else a :class:`modularity.analyses.base.RunResult` (its ``extras`` empty)."""
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    from modularity.analyses.base import RESULTS, RunResult, analysis_name
+    from modularity.artefacts import verify_run_dir
+    from modularity.errors import ModularityError
+
+    run = _path("run_dir", run_dir)
+    config_path, results = run / ".hydra" / "config.yaml", run / "results.parquet"
+    for needed in (config_path, results):
+        if not needed.is_file():
+            raise ModularityError(
+                f"{run} is not a finished run directory: {needed.relative_to(run)} is missing "
+                f"(a run writes it with {RESULTS} when it ends)"
+            )
+    verify_run_dir(run, ["results.parquet", "scores.safetensors"])  # where checksummed
+    config = OmegaConf.load(config_path)
+    rows = pd.read_parquet(results)
+    if analysis_name(config) != "prune":
+        return RunResult(rows, run, config, {})
+    tensors = load_file(run / "scores.safetensors")
+    return PruneResult(tensors["mask"], tensors["scores"], rows, config, run)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,17 @@ def writable_directory(path: Path, what: str = "run directory") -> Path:
         reason = err.strerror or type(err).__name__
         raise ConfigError(f"{what} {str(path)!r} is not writable ({reason})") from err
     return path
+
+
+def check_free_space(directory: Path, needed: int, what: str) -> None:
+    """Refuse to start writing ``needed`` bytes of ``what`` into ``directory`` when its disk
+    has less free: one line before the work, not a full disk halfway through."""
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OutputError(
+            f"{what} needs about {needed / 1e6:,.1f} MB but {directory} has "
+            f"{free / 1e6:,.1f} MB free; free some space or choose another directory"
+        )
 
 
 @contextmanager

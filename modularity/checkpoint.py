@@ -40,12 +40,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from modularity.artefacts import OutputError, verify_run_dir, writable_directory
+from modularity.artefacts import (
+    OutputError,
+    check_free_space,
+    verify_run_dir,
+    writable_directory,
+)
 from modularity.atomic import atomic_directory
 from modularity.config import ModelConfig
 from modularity.errors import ModularityError, invalid_choice
 from modularity.models.adapter import ModelAdapter
-from modularity.models.loading import load_model
+from modularity.models.loading import load_model, stored_dtype
 from modularity.neurons.sites import check_unit_mask, column_mask, site_of
 
 Structure = Literal["structural", "zeroed"]
@@ -151,6 +156,9 @@ def export_pruned(
         setattr(config, adapter.width_attribute, width_after)
 
     pruned = _model_with(model, config, state)
+    check_free_space(
+        target.parent, sum(_nbytes(t) for t in _unique(state.values())), "the checkpoint"
+    )
     try:
         with atomic_directory(target) as tmp:
             pruned.save_pretrained(tmp)
@@ -327,7 +335,8 @@ def _mb(n_bytes: int) -> str:
 def export_run(
     run_dir: str | os.PathLike, out_dir: str | os.PathLike, means: torch.Tensor | None = None
 ) -> ExportReport:
-    """Export the pruned model of a pruning run directory (``analysis=prune``).
+    """Export the pruned model of a pruning run directory (``analysis=prune``), in the
+    dtype its source checkpoint stores (a float16 model gives a float16 checkpoint).
 
     Reads the mask (and, for mean ablation, the reference means) from
     ``scores.safetensors`` and the model and ablation mode from ``.hydra/config.yaml``;
@@ -358,7 +367,11 @@ def export_run(
             )
         means = stored["means"]
     site = str(OmegaConf.select(cfg, "site", default="mlp"))
-    loaded = load_model(_model_config(cfg, config_path))
+    model_cfg = _model_config(cfg, config_path)
+    source = stored_dtype(model_cfg)
+    if source is not None:  # the checkpoint's own precision, whatever the run computed in
+        model_cfg.dtype = source
+    loaded = load_model(model_cfg)
     return export_pruned(
         loaded.model,
         mask,

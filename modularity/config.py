@@ -141,6 +141,14 @@ class AblationConfig:
 
 
 @dataclass
+class CollectionConfig:
+    """Statistics collection: the memory it may hold (activations kept for the exact MAD,
+    else a histogram); null is a quarter of the free memory where the activations live."""
+
+    memory_gib: float | None = None
+
+
+@dataclass
 class CacheConfig:
     enabled: bool = True
     dir: str | None = None  # default: $MODULARITY_CACHE_DIR or the user cache dir
@@ -165,8 +173,11 @@ class Config:
     trainer: dict[str, Any] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     verdict: VerdictConfig = field(default_factory=VerdictConfig)  # modularity.verdicts
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
     logger: Any = None
     seed: int = 0
+    # Library chatter (transformers' loading bars, W&B's console messages): off unless true.
+    verbose: bool = False
     output_dir: str | None = None  # set by the entry point; the API picks one if None
 
 
@@ -214,9 +225,14 @@ def _csv(values: Sequence[Any]) -> str:
 
 
 def register_configs() -> None:
-    """Register the root schema, the generated task families and the ``csv`` resolver."""
+    """Register the generated task families, the root schema and the ``csv`` resolver, once
+    per process (every composition asks; storing the families again would cost each one).
+    The schema goes in last, as the mark that everything is."""
+    if not OmegaConf.has_resolver("csv"):
+        OmegaConf.register_new_resolver("csv", _csv)
     cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
+    if "config_schema.yaml" in cs.repo:
+        return
     for prefix, (reference, members) in task_families().items():
         for suffix, classes in members.items():
             cs.store(
@@ -228,8 +244,7 @@ def register_configs() -> None:
                     "classes": classes,
                 },
             )
-    if not OmegaConf.has_resolver("csv"):
-        OmegaConf.register_new_resolver("csv", _csv)
+    cs.store(name="config_schema", node=Config)
 
 
 def normalise_overrides(overrides: Sequence[str]) -> list[str]:

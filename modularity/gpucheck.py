@@ -146,7 +146,7 @@ def measure_model(
 ) -> list[str]:
     """Time a statistics pass and an evaluation forward of about ``tokens_per_pass`` tokens
     on the model's device; report them and, on a GPU, the peak memory."""
-    from modularity.collect import collect_statistics
+    from modularity.collect import collect_statistics, plan_for
     from modularity.data.tasks import text_loader
 
     model, adapter = loaded.model, loaded.adapter
@@ -210,6 +210,12 @@ def measure_model(
         f"{SEQUENCE_LENGTH}",
         *(timing.line(peak) for timing in passes),
     ]
+    plan = plan_for(loaded, loader, trainer, None, True)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    lines.append(
+        f"  collection state    {plan.state_bytes / 2**30:.2f} GiB vs weights "
+        f"{weight_bytes / 2**30:.2f} GiB ({plan.describe()})"
+    )
     if on_gpu:
         peak_memory = torch.cuda.max_memory_allocated(device) / 2**30
         lines.append(f"  peak GPU memory     {peak_memory:.2f} GiB")

@@ -12,7 +12,7 @@ from modularity.errors import MissingPackageError, missing_package
 PACKAGES: dict[str, tuple[str, str]] = {
     "faiss": ("k-means (analysis=moefy)", "pip install faiss-cpu (or faiss-gpu)"),
     "pyarrow": ("writing parquet tables", "pip install pyarrow"),
-    "pymetis": ("graph partitioning", "pip install pymetis"),
+    "pymetis": ("METIS partitioning of co-activation experts", "pip install pymetis"),
     "wandb": ("the W&B logger (logger=wandb)", "pip install wandb"),
     "bitsandbytes": ("model.quantization=8bit|4bit", 'pip install -e ".[quant]" (CUDA only)'),
     "gguf": ("reading GGUF weights (model.gguf_file)", "pip install gguf"),

@@ -23,13 +23,14 @@ from torch.utils.data import DataLoader
 
 from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.cache import StatsCache
-from modularity.collect import collect_statistics
+from modularity.collect import collect_statistics, collection_device
 from modularity.config import choice, load_task_config, with_data_settings
 from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
+from modularity.neurons.memory import memory_budget
 from modularity.neurons.scoring import score_neurons
 from modularity.neurons.selection import check_layers, select_top_fraction
 from modularity.neurons.sites import site_of, site_widths, split_statistics
@@ -38,7 +39,7 @@ from modularity.neurons.stats import CollectedStats, NeuronStats
 log = logging.getLogger(__name__)
 
 # Bump a version when the code that computes that kind of value changes what it computes.
-VERSIONS = {"stats": 5, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
+VERSIONS = {"stats": 6, "frequent_tokens": 2, "baseline": 5, "tokens": 2}
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,16 @@ class Pipeline:
             stage = f"collect {spec.name}" + (
                 "" if missing == ("mlp",) else f" ({', '.join(missing)})"
             )
+            budget = memory_budget(
+                self.cfg.collection.memory_gib, collection_device(self.cfg.trainer)
+            )
             stats = collect_statistics(
-                self.loaded, loader, self.cfg.trainer, stage=stage, sites=missing
+                self.loaded,
+                loader,
+                self.cfg.trainer,
+                stage=stage,
+                sites=missing,
+                memory_budget=budget,
             )
             for site, collected in split_statistics(stats, self.adapter, missing).items():
                 key, meta = keys[site]

@@ -79,17 +79,56 @@ def app(cfg: DictConfig) -> Any:
     return None
 
 
+def print_help(overrides: list[str]) -> None:
+    """Hydra's ``--help`` page (header, groups, the composed config, footer) from one
+    composition: Hydra's own lists every group through a fresh deep copy of its config
+    repository, seconds of CPU before the page appears."""
+    from string import Template
+
+    from omegaconf import OmegaConf
+
+    from modularity.config import compose_config, group_options
+
+    cfg = compose_config(overrides, hydra=True)
+    template = cfg.hydra.help.template
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    page = Template(template).safe_substitute(
+        APP_CONFIG_GROUPS="\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups),
+        CONFIG=OmegaConf.to_yaml(cfg),
+        FLAGS_HELP="",
+        HYDRA_CONFIG_GROUPS="",
+    )
+    print(page)
+
+
+SUBCOMMANDS = {"report": "modularity.report", "export": "modularity.checkpoint"}
+
+
 def main() -> Any:
-    """Console script ``modularity``: ``+model=x`` is read as ``model=x``, and a choice
-    that names no option of its group is one line, before Hydra starts."""
+    """Console script ``modularity``: ``modularity report DIR`` and ``modularity export RUN
+    OUT`` run those tools; anything else (``modularity run ...`` or overrides alone) runs an
+    analysis, ``+model=x`` read as ``model=x``, and a choice that names no option of its
+    group is one line, before Hydra starts."""
+    import importlib
+
     from modularity.errors import ConfigError
     from modularity.validate import check_group_choices
 
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command in SUBCOMMANDS:
+        status = importlib.import_module(SUBCOMMANDS[command]).main(sys.argv[2:])
+        sys.exit(status or 0)
+    if command == "run":
+        del sys.argv[1]
     arguments = normalise_overrides(sys.argv[1:])
     try:
         check_group_choices([a for a in arguments if not a.startswith("-")])
     except ConfigError as err:
         fail(str(err))
+    if any(a in ("--help", "-h") for a in arguments):
+        return print_help([a for a in arguments if not a.startswith("-")])
     sys.argv = [sys.argv[0], *arguments]
     stop_on_signals()
     return app()

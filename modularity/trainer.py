@@ -19,6 +19,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
+from modularity.console import StageTimer, interactive
+
 # Always off for inference loops: they log through modularity's own logger, save nothing,
 # and would print a model summary for every loop of a sweep.
 FIXED_TRAINER_ARGS = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
@@ -94,11 +96,16 @@ def trainer_arguments(trainer_cfg: Any) -> dict[str, Any]:
 
 
 def make_trainer(trainer_cfg: Any, stage: str = "", **overrides: Any) -> L.Trainer:
-    """A Trainer for an inference loop, its progress bar labelled ``stage``."""
+    """A Trainer for an inference loop, its progress bar labelled ``stage``; outside a
+    terminal a line with the stage's time instead (:mod:`modularity.console`)."""
     quiet_lightning()
     config = {"_target_": "lightning.pytorch.Trainer", **trainer_arguments(trainer_cfg)}
     config.update(overrides)
-    callbacks = [StageProgressBar(stage)] if config.get("enable_progress_bar", True) else []
+    callbacks: list[L.Callback] = []
+    if config.get("enable_progress_bar", True):
+        bar = interactive()
+        callbacks.append(StageProgressBar(stage) if bar else StageTimer(stage))
+        config["enable_progress_bar"] = bar
     return instantiate(config, callbacks=callbacks, **FIXED_TRAINER_ARGS)
 
 

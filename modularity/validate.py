@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from modularity.config import Config, Site, choice, group_options, load_task_config
 from modularity.errors import ConfigError
-from modularity.neurons.scoring import check_scorer
 from modularity.verdicts import check_verdict_config
 
 # Nodes of the schema that hold free-form mappings (passed to a library or a data source).
@@ -130,6 +129,9 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("collect_size", "eval_size", "block_size"):
         _positive(f"data.{key}", cfg.data[key])
     _positive("model.batch_size", cfg.model.batch_size)
+    # Imported here: scoring needs torch, which the entry point's --help does not.
+    from modularity.neurons.scoring import check_scorer
+
     check_scorer(cfg.scoring.scorer)
     if cfg.layers is not None and not cfg.layers:
         raise ConfigError("layers=[] selects nothing; give layer indices, or null for all")

@@ -4,6 +4,7 @@ caches, and that every cached value is keyed by everything that determines it.""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -27,8 +28,9 @@ def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
     cfg = make_cfg(*LLAMA, "task=code", "selection.fraction=0.1")
     result = run(cfg)
     out = Path(cfg.output_dir)
-    for name in ("scores.safetensors", "metrics.json", "results.csv", "layer_counts.png"):
+    for name in ("scores.safetensors", "metrics.json", "results.csv", "layer_counts.csv"):
         assert (out / name).is_file(), name
+    assert not (out / "layer_counts.png").exists()  # per-layer selection: identical bars
     tensors = load_file(out / "scores.safetensors")
     assert tensors["scores"].shape == (2, 64) and tensors["mask"].sum(1).tolist() == [6, 6]
     rows = rows_of(result)
@@ -132,8 +134,9 @@ def test_overlap_writes_matrices_twins_and_a_verdict(make_cfg):
         ("tiny_llama-random1", "tiny_llama-random2"),
     } <= set(zip(mantel.task, mantel.partner))
     assert "verdict" in json.loads((out / "overlap.json").read_text())
-    for name in ("overlap_z_all.png", "set_sizes.png", "trained_vs_random.png"):
+    for name in ("overlap.png", "trained_vs_random.png"):
         assert (out / name).is_file(), name
+    assert not (out / "set_sizes.png").exists()  # per-layer selection: every share the same
 
 
 def test_overlap_needs_two_distinct_tasks(make_cfg):
@@ -145,15 +148,25 @@ def test_overlap_needs_two_distinct_tasks(make_cfg):
         run(make_cfg(*LLAMA, "analysis=overlap", "tasks=[code,code]"))
 
 
-def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg):
+def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg, caplog):
     cfg = make_cfg(*LLAMA, "analysis=moefy", "tasks=[code,prose]", "analysis.n_null=50")
-    result = run(cfg)
+    with caplog.at_level(logging.INFO, logger="modularity"):
+        result = run(cfg)
+    printed = caplog.text
+    assert (
+        "2 experts per layer in 2 layers, 32 neurons each (balanced k-means of the gate" in printed
+    )
+    assert "alignment z" in printed and "random balanced partition (control)" in printed
     labels = load_file(Path(cfg.output_dir) / "expert_labels.safetensors")
-    assert labels["balanced"].shape == (2, 64)
-    assert torch.bincount(labels["balanced"][0]).tolist() == [32, 32]  # 64 neurons / 32
+    assert labels["kmeans"].shape == labels["coactivation"].shape == (2, 64)
+    for method in ("kmeans", "coactivation", "random"):  # 64 neurons / 32
+        assert torch.bincount(labels[method][0]).tolist() == [32, 32], method
     rows = rows_of(result)
-    assert set(rows[rows.metric == "alignment_z"].variant) == {"balanced", "plain", "random"}
-    assert (rows.metric == "alignment_z_by_depth").any()
+    methods = {"kmeans", "coactivation", "random"}
+    assert set(rows[rows.metric == "alignment_z"].variant) == methods
+    assert set(rows[rows.metric == "alignment_z_by_depth"].variant) == methods
+    within = rows[rows.metric == "coactivation_within"].set_index(["variant", "layer"]).value
+    assert ((within >= 0) & (within <= 1)).all() and len(within) == 4
 
 
 def test_moefy_defaults_to_the_gate_of_gated_mlps():
@@ -182,3 +195,43 @@ def test_matched_damage_reaches_its_target_or_says_so(make_cfg):
         else:
             assert get["matched_fraction"] == 1.0 or rows[rows.task == task].n.max() == 12
     assert (Path(cfg.output_dir) / "cross_eval.csv").is_file()
+
+
+@pytest.mark.slow
+def test_moefy_routes_every_router_and_reports_quality_with_intervals(make_cfg):
+    cfg = make_cfg(
+        *LLAMA,
+        "data.eval_size=512",
+        "analysis=moefy",
+        "tasks=[code,prose]",
+        "analysis.experts=8",
+        "analysis.methods=[coactivation]",
+        "analysis.routers=[similarity,mlp,oracle]",
+        "analysis.ladder=[0.25,1.0]",
+        "analysis.n_null=20",
+        "analysis.routing_tokens=512",
+        "analysis.router_epochs=2",
+    )
+    rows = rows_of(run(cfg))
+    out = Path(cfg.output_dir)
+    assert (out / "routed_quality.png").is_file() and (out / "routed.csv").is_file()
+    drops = rows[(rows.metric == "drop") & (rows.measure == "top1")]
+    routers = ("similarity", "mlp", "oracle")
+    configs = {f"coactivation/{r}@{s}" for r in routers for s in ("0.25", "1")}
+    assert set(drops.partner) == configs
+    assert len(drops) == len(configs) * 2 * 2  # x tasks x sides
+    dense = drops[drops.partner.str.endswith("@1")]
+    assert (dense.value == 0).all()  # k = all experts is the dense model
+    routed = drops[drops.partner.str.endswith("@0.25")]
+    assert (routed.low <= routed.value).all() and (routed.value <= routed.high).all()
+    captured = rows[rows.metric == "captured_mass"].copy()
+    by = captured.pivot_table(index=["partner", "layer"], values="value", aggfunc="first")
+    for layer in ("0", "1"):
+        oracle = by.loc[("coactivation/oracle@0.25", layer)].value
+        for router in ("similarity", "mlp"):
+            assert by.loc[(f"coactivation/{router}@0.25", layer)].value <= oracle + 1e-9
+        assert by.loc[("coactivation/oracle@1", layer)].value == pytest.approx(1.0)
+    usage = rows[rows.metric == "routing_concentration"]
+    assert ((usage.value >= 0) & (usage.value <= 1)).all() and set(usage.task) == {"code", "prose"}
+    overlap = rows[rows.metric == "pruning_set_in_task_experts_by_depth_minus_chance"]
+    assert set(overlap.partner) == {c for c in configs if c.endswith("@0.25")}

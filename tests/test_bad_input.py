@@ -237,7 +237,6 @@ def test_the_api_raises_one_modularity_error_line(tmp_path, monkeypatch, name, c
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
 def test_the_api_and_the_command_line_give_the_same_line(tmp_path):
     proc = modularity_cli(tmp_path, "model=gpt5")
     with pytest.raises(ModularityError) as caught:
@@ -249,6 +248,7 @@ def test_every_api_name_stays_callable_in_any_order(tmp_path):
     """Importing the export command line's module must not replace the API function."""
     import importlib
 
+    importlib.import_module("modularity.checkpoint")  # what modularity.export(...) imports
     for _ in range(2):
         for name in modularity.__all__:
             assert callable(getattr(modularity, name)), name
@@ -477,3 +477,39 @@ def test_an_unwritable_wandb_directory_is_named_before_the_run(tmp_path):
     (tmp_path / "wandb").write_text("a file where W&B wants its directory")
     with pytest.raises(ModularityError, match="W&B directory .*wandb' is not writable"):
         RunLogger(cfg.logger, cfg, tmp_path)
+
+
+def test_an_export_that_would_fill_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from modularity import artefacts
+    from modularity.checkpoint import export_run
+
+    run = _pruning_run(tmp_path / "run")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(artefacts.shutil, "disk_usage", lambda path: usage(10**6, 10**6, 1000))
+    needs = r"the checkpoint needs about [\d.]+ MB but .* 0.0 MB free"
+    with pytest.raises(ModularityError, match=needs):
+        export_run(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("module", ["faiss", "pymetis", "wandb", "gguf", "pyarrow"])
+def test_each_optional_package_missing_is_one_line_with_its_install_command(monkeypatch, module):
+    import importlib
+
+    from modularity import optional
+
+    real = importlib.import_module
+
+    def without(name: str, *args):
+        if name == module:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args)
+
+    monkeypatch.setattr(optional.importlib, "import_module", without)
+    with pytest.raises(ModularityError) as caught:
+        optional.require(module)
+    message = str(caught.value)
+    assert "\n" not in message and f"'{module}'" in message and "pip install" in message
+    assert isinstance(caught.value, ImportError)  # still an ImportError for callers

@@ -11,7 +11,12 @@ BENCHMARKS = sorted((Path(__file__).resolve().parent.parent / "benchmarks").glob
 
 
 def test_every_benchmark_is_found():
-    assert {p.stem for p in BENCHMARKS} >= {"bench_collect", "bench_kmeans", "bench_sweep"}
+    assert {p.stem for p in BENCHMARKS} >= {
+        "bench_collect",
+        "bench_kmeans",
+        "bench_routed",
+        "bench_sweep",
+    }
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.stem)

@@ -7,10 +7,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from modularity import collect
-from modularity.collect import ItemShard, collect_statistics, pilot_items
+from modularity.collect import ItemShard, collect_statistics, pilot_items, plan_for
 from modularity.config import load_model_config
 from modularity.models.loading import load_model
+from modularity.neurons import memory
 from modularity.neurons.masks import neuron_hooks
 
 TRAINER = OmegaConf.create(
@@ -74,16 +74,25 @@ def check(stats, acts: list[np.ndarray], exact: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "tolerance",
-    [1e-4, pytest.param(0.0, marks=pytest.mark.slow), pytest.param(1e-30, marks=pytest.mark.slow)],
+    ("tolerance", "keep", "method"),
+    [
+        (1e-4, True, "kept"),
+        (1e-4, False, "one-pass"),
+        pytest.param(0.0, False, "two-pass", marks=pytest.mark.slow),
+        pytest.param(1e-30, False, "two-pass", marks=pytest.mark.slow),
+    ],
 )
-def test_collection_matches_numpy_per_half(loaded, tolerance):
+def test_collection_matches_numpy_per_half(loaded, tolerance, keep, method):
     data = Blocks(40)
     stats = collect_statistics(
-        loaded, DataLoader(data, batch_size=6), TRAINER, mad_tolerance=tolerance
+        loaded,
+        DataLoader(data, batch_size=6),
+        TRAINER,
+        mad_tolerance=tolerance,
+        keep_activations=keep,
     )
-    assert stats.method == ("one-pass" if tolerance == 1e-4 else "two-pass")
-    exact = stats.method == "two-pass"
+    assert stats.method == method
+    exact = stats.method != "one-pass"
     assert stats.max_relative_mad_error <= tolerance or exact
     check(stats.full, hooked(loaded, data, range(40)), exact)
     for h in (0, 1):
@@ -97,10 +106,33 @@ def test_collection_matches_numpy_per_half(loaded, tolerance):
 def test_collection_does_not_depend_on_batching_or_on_keeping_the_pilot(loaded, monkeypatch):
     data = Blocks(50, seed=1)
     runs = [
-        collect_statistics(loaded, DataLoader(data, batch_size=size), TRAINER) for size in (1, 7)
+        collect_statistics(
+            loaded, DataLoader(data, batch_size=size), TRAINER, keep_activations=False
+        )
+        for size in (1, 7)
     ]
-    monkeypatch.setattr(collect, "PILOT_KEPT_BYTES", 0)  # the pilot's items computed again
-    runs.append(collect_statistics(loaded, DataLoader(data, batch_size=4), TRAINER))
+    # A batch streamed one item at a time (work for one item's activations only)...
+    item_bytes = 24 * loaded.adapter.n_neurons * memory.STREAM_WORK_BYTES
+    monkeypatch.setattr(memory, "WORK_BYTES", item_bytes)
+    # ...and a budget with room for the histogram but not for the pilot's activations.
+    plan = plan_for(loaded, DataLoader(data, batch_size=4), TRAINER, 2**40, True, False)
+    budget = plan.state_bytes - plan.kept_bytes
+    runs.append(
+        collect_statistics(
+            loaded,
+            DataLoader(data, batch_size=4),
+            TRAINER,
+            memory_budget=budget,
+            keep_activations=False,
+        )
+    )
+    assert (
+        plan.kept_bytes > 0
+        and plan_for(
+            loaded, DataLoader(data, batch_size=4), TRAINER, budget, True, False
+        ).kept_bytes
+        == 0
+    )
     for other in runs[1:]:
         assert other.method == runs[0].method == "one-pass"
         for mine, theirs in zip((other.full, *other.halves), (runs[0].full, *runs[0].halves)):

@@ -330,3 +330,22 @@ def test_smollm2_export_at_two_percent_per_layer(tmp_path, capsys, record_proper
             f"\nSmolLM2, {per_layer} neurons per layer cut; max |logit diff| "
             f"{(got - want).abs().max():.2e}\n{report.summary()}"
         )
+
+
+def test_a_run_exports_in_its_source_checkpoints_dtype(tmp_path):
+    """A float16 checkpoint analysed in float32 (the run's default) exports as float16."""
+    from safetensors import safe_open
+
+    source = load_model(load_model_config("tiny_llama")).model.to(torch.float16)
+    source.save_pretrained(tmp_path / "half")
+    mask = torch.zeros(2, 64, dtype=torch.bool)
+    mask[:, :8] = True
+    fake_run(tmp_path / "run", "tiny_llama", mask)
+    cfg = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")
+    cfg.model.update(path=str(tmp_path / "half"), hf_config=None, init="pretrained")
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    assert main([str(tmp_path / "run"), str(tmp_path / "out")]) == 0
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}  # noqa: SIM118
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype="auto")
+    assert reloaded.dtype == torch.float16 and reloaded.config.intermediate_size == 56

@@ -84,3 +84,5 @@ def test_measured_passes_run_on_a_tiny_model():
     assert "512 random tokens a pass, in batches of 1 x 512" in lines[0]
     assert "evaluation forward" in lines[1] and "peak unknown" in lines[1]
     assert "statistics collection" in lines[2]
+    # 512 tokens x 2 layers x 64 neurons x 4 bytes are kept, beside the float64 sums.
+    assert "collection state" in lines[3] and "activations kept, exact MAD" in lines[3]

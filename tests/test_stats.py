@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from modularity.neurons import memory
 from modularity.neurons.streaming import BatchItems, ExactMadSums, OnePassSums, PilotSums
 from modularity.neurons.summary import (
     exact_means,
@@ -95,6 +96,17 @@ def test_statistics_match_numpy(kind, dtype, rtol):
     assert (exact.full.mad_error == 0).all()
     assert one_pass.max_relative_mad_error <= TOLERANCE
     assert exact.method == "two-pass" and one_pass.method == "one-pass"
+
+
+def test_items_larger_than_the_work_budget_are_summed_a_chunk_of_positions_at_a_time(
+    monkeypatch,
+):
+    x = activations("gated_silu", (6, 50, 4), seed=6).float()
+    monkeypatch.setattr(memory, "WORK_BYTES", 7 * 4 * memory.STREAM_WORK_BYTES)  # 7 positions
+    one_pass, exact = collect(batches_of(x, 3))
+    flat = x.double().reshape(-1, 4).numpy()
+    for stats in (one_pass.full, exact.full):
+        assert_matches(stats, flat, 3e-6)
 
 
 def test_one_pass_bound_is_what_it_says_when_the_pilot_misses():

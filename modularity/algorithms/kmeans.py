@@ -165,6 +165,21 @@ def random_partition(
     return _result(torch.from_numpy(labels), means, inertia)
 
 
+def partition_inertia(
+    weights: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    n_experts: int,
+    *,
+    normalize: bool = True,
+) -> float:
+    """Inertia of any partition ``labels`` [d_mlp] of the rows of ``weights`` (normalised as
+    the clusterings see them), so partitions built otherwise (co-activation) compare."""
+    x = _prepare_rows(weights, normalize)
+    zeros = torch.zeros(n_experts, x.shape[1])
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return _group_means(torch.from_numpy(x), labels_t, zeros, _squared_total(x))[1]
+
+
 def check_n_experts(n_experts: int, d_mlp: int) -> None:
     if not 1 <= n_experts <= d_mlp:
         raise ConfigError(f"n_experts must be between 1 and d_mlp={d_mlp}; got {n_experts!r}")

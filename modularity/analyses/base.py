@@ -328,6 +328,10 @@ def execute(cfg: DictConfig) -> RunResult:
     analysis.check(cfg)
     parquet_engine()
     import lightning as L
+
+    from modularity.console import quiet_libraries
+
+    quiet_libraries(bool(cfg.get("verbose", False)))
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from modularity.loggers import RunLogger

@@ -28,6 +28,7 @@ from modularity.analyses.persistence import (
     Sets,
     index_rows,
     jaccard_matrix,
+    mantel_note,
     mantel_rows,
     persistence_rows,
     verdict,
@@ -95,6 +96,7 @@ class Dynamics(Analysis):
                 f"checkpoints (e.g. model=tiny_lm_text); {cfg.model.name!r} is not"
             )
         points = self.points(cfg.model.builtin)
+        mantel_note(list(cfg.tasks))
         first, final = points[0].name, points[-1].name
         sets: dict[str, Sets] = {}
         rows: list[Row] = []
@@ -118,13 +120,13 @@ class Dynamics(Analysis):
             {"checkpoints": [p.name for p in points], "verdict": statement},
         )
         log.info("%s", statement)
-        frame = pd.DataFrame([r.__dict__ for r in rows])
+        summary = summarise(pd.DataFrame([r.__dict__ for r in rows]))
         ctx.figure(
             "dynamics",
-            plot_dynamics(
-                ctx.out / "dynamics.png", summarise(frame), ctx.title("modularity over training")
-            ),
+            plot_dynamics(ctx.out / "dynamics.png", summary, ctx.title("modularity over training")),
         )
+        series = summary.drop(columns="checkpoint").rename(columns={"step": "training_step"})
+        ctx.logger.series("training_step", series)
         return rows
 
     @classmethod

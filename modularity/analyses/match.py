@@ -144,10 +144,13 @@ class Match(Analysis):
                 ctx.out / "cross_eval.png",
                 names,
                 cross,
-                ctx.title(
-                    f"top-1 after/before, pruned at matched fraction (target {self.target_ratio})"
-                ),
-                "top-1 ratio",
+                f"{ctx.cfg.model.name}: share of each task's top-1 kept (after / before) when "
+                f"the row's task's neurons are pruned at its matched fraction (target "
+                f"{self.target_ratio:g}; {choice(ctx.cfg.scoring.scorer)} scores)",
+                "top-1 after / before (ratio)",
+                xlabel="task evaluated",
+                ylabel="pruned for (at its matched fraction)",
+                mask_diagonal=False,
             ),
         )
         rows = []

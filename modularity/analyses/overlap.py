@@ -31,12 +31,24 @@ from modularity.algorithms.set_overlap import (
     overlap_table,
 )
 from modularity.analyses.base import Analysis, Row, RunContext
-from modularity.analyses.persistence import INIT_SUFFIX, persistence_rows, verdict
-from modularity.figures import plot_bars, plot_heatmap, plt, save
+from modularity.analyses.persistence import INIT_SUFFIX, mantel_note, persistence_rows, verdict
+from modularity.figures import (
+    HeatmapRow,
+    figure,
+    legend_below,
+    plot_bars,
+    plot_heatmaps,
+    plot_layer_shares,
+    save,
+    title,
+)
+from modularity.loggers import long_matrix
 from modularity.outputs import format_table, write_csv, write_json, write_tensors
 from modularity.pipeline import Pipeline, Selection
+from modularity.tidy import panels
 
 log = logging.getLogger(__name__)
+INDEX_METRICS = ("index_jaccard", "expected_index_jaccard", "index_z")
 MATRIX_LABELS = {
     "jaccard": "Jaccard |A∩B| / |A∪B|",
     "containment": "|A∩B| / |A| (row A, column B)",
@@ -75,6 +87,7 @@ class Overlap(Analysis):
         rows += set_size_rows(ctx, sets)
         summary: dict = {"model": cfg.model.name, "tasks": names}
         if self.compare_random:
+            mantel_note(names)
             compared = persistence_rows(cfg, sets, self.twins, self.permutations)
             rows += compared
             summary["verdict"] = verdict(compared, cfg.model.name)
@@ -124,46 +137,55 @@ class Overlap(Analysis):
         return paths + ([cdf] if cdf else [])
 
     def plot_index_overlap(self, ctx: RunContext, rows: list[Row]) -> None:
-        """Trained vs twins and init, index by index: table and bar chart."""
-        frame = pd.DataFrame([r.__dict__ for r in rows if r.metric.endswith("index_jaccard")])
+        """Trained vs twins and init, index by index, against chance: table and bars."""
+        frame = pd.DataFrame([r.__dict__ for r in rows if r.metric.startswith(INDEX_METRICS)])
         table = frame.pivot_table(index=["task", "partner"], columns="metric", values="value")
         ctx.table("trained_vs_random", table.reset_index())
-        labels = [f"{task}\n{partner}" for task, partner in table.index]
+        labels = [f"{task} vs {partner}" for task, partner in table.index]
         ctx.figure(
             "trained_vs_random",
             plot_bars(
                 ctx.out / "trained_vs_random.png",
                 labels,
                 list(table["index_jaccard"]),
-                "Jaccard (same neuron indices)",
-                ctx.title("trained vs random twins and init"),
+                "Jaccard of the same neuron indices (0-1)",
+                ctx.title("trained vs random twins and init, against chance; z above each bar"),
+                xlabel="task vs compared model",
+                chance=list(table["expected_index_jaccard"]),
+                notes=[f"z {z:.1f}" for z in table["index_z"]],
             ),
         )
 
     def matrices(self, ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
-        """Task x task matrices (CSV and heatmap per metric and layer third) and their rows."""
+        """Task x task matrices per metric and layer third: CSVs, one multi-panel heatmap
+        (a row per metric, a column per third), long tables for W&B; and their rows."""
         n_layers = next(iter(sets.values())).shape[0]
         groups = layer_groups(n_layers) if n_layers >= 3 else {}
+        heatmaps = []
         for metric, label in MATRIX_LABELS.items():
+            matrices, long = {}, []
             for scope, layers in {"all": None, **groups}.items():
                 names, matrix = overlap_matrix(sets, metric, layers)
-                stem = f"overlap_{metric}_{scope}"
                 frame = pd.DataFrame(matrix, index=names, columns=names)
-                write_csv(ctx.out / f"{stem}.csv", frame)
-                ctx.figure(
-                    stem,
-                    plot_heatmap(
-                        ctx.out / f"{stem}.png",
-                        names,
-                        matrix,
-                        ctx.title(f"{metric}, layers: {scope}"),
-                        label,
-                        centre_zero=metric == "z",
-                    ),
-                )
-            ctx.logger.matrix(f"overlap_{metric}", *overlap_matrix(sets, metric))
+                write_csv(ctx.out / f"overlap_{metric}_{scope}.csv", frame)
+                matrices[f"{metric}, layers: {scope}"] = matrix
+                long.append(long_matrix(names, matrix, layers=scope))
+            heatmaps.append(HeatmapRow(label, matrices, centre_zero=metric == "z"))
+            ctx.logger.table(f"overlap_{metric}", pd.concat(long, ignore_index=True))
+        ctx.figure(
+            "overlap",
+            plot_heatmaps(
+                ctx.out / "overlap.png",
+                names,
+                heatmaps,
+                ctx.title("overlap of task neuron sets, whole model and by depth third"),
+                xlabel="task B",
+                ylabel="task A",
+            ),
+        )
         table = overlap_table(sets, groups=groups, per_layer=True)
         write_csv(ctx.out / "overlap_table.csv", table, index=False)
+        ctx.logger.series("layer", per_layer_series(table))
         rows = [
             Row(r.metric, float(r.value), task=r.task_a, partner=r.task_b, layer=r.scope)
             for r in table.itertuples()
@@ -177,6 +199,23 @@ class Overlap(Analysis):
         return rows
 
 
+def per_layer_series(table: pd.DataFrame) -> pd.DataFrame:
+    """Each task pair's Jaccard and z per layer (``<metric>/<task>/<task>``) as columns of
+    one row per layer, for line charts over depth."""
+    per_layer = table[
+        table.scope.str.isdigit()
+        & table.metric.isin(["jaccard", "z"])
+        & (table.task_a < table.task_b)
+    ]
+    if per_layer.empty:
+        return pd.DataFrame()
+    wide = per_layer.assign(
+        key=per_layer.metric + "/" + per_layer.task_a + "/" + per_layer.task_b,
+        layer=per_layer.scope.astype(int),
+    ).pivot_table(index="layer", columns="key", values="value")
+    return wide.reset_index()
+
+
 def set_size_rows(ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
     rows = []
     for name, mask in sets.items():
@@ -185,15 +224,11 @@ def set_size_rows(ctx: RunContext, sets: dict[str, torch.Tensor]) -> list[Row]:
             Row("share_selected", float(share), task=name, layer=str(i))
             for i, share in enumerate(mask.float().mean(1).tolist())
         ]
-    whole = [r for r in rows if r.layer == "all"]
+    shares = {name: mask.double().mean(1).tolist() for name, mask in sets.items()}
     ctx.figure(
         "set_sizes",
-        plot_bars(
-            ctx.out / "set_sizes.png",
-            [r.task for r in whole],
-            [r.value for r in whole],
-            "share of neurons",
-            ctx.title("size of each task's neuron set"),
+        plot_layer_shares(
+            ctx.out / "set_sizes.png", shares, ctx.title("each task's share of neurons per layer")
         ),
     )
     return rows
@@ -207,20 +242,25 @@ def jaccard_text(sets: dict[str, torch.Tensor]) -> str:
 
 
 def plot_overlaps(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Whole-model Jaccard heatmap of each overlap run."""
+    """Whole-model Jaccard of every overlap run, one panel per run, in one figure."""
     rows = frame[(frame.metric == "jaccard") & (frame.layer == "all") & (frame.partner != "")]
-    paths: list[Path] = []
-    for _, group in rows.groupby("run"):
-        names = list(dict.fromkeys([*group.task, *group.partner]))
-        matrix = group.pivot_table(index="task", columns="partner", values="value")
+    if rows.empty:
+        return []
+    matrices, names = {}, list(dict.fromkeys([*rows.task, *rows.partner]))
+    for label, group in panels(rows, exclude=("task", "partner", "run")):
         first = group.iloc[0]
-        stem = f"overlap_{first.model}_{first.fraction:g}"
-        taken = sum(p.stem.startswith(stem) for p in paths)  # runs differing in another key
-        path = out / f"{stem}{f'_{taken}' if taken else ''}.png"
-        title = f"{first.model}: Jaccard of task neuron sets (top {first.fraction:g})"
-        values = matrix.reindex(index=names, columns=names).values
-        paths.append(plot_heatmap(path, names, values, title, "Jaccard"))
-    return paths
+        matrix = group.pivot_table(index="task", columns="partner", values="value")
+        key = f"{first.model} (top {first.fraction:g}{f', {label}' if label else ''})"
+        matrices[key] = matrix.reindex(index=names, columns=names).values
+    path = plot_heatmaps(
+        out / "overlap_jaccard.png",
+        names,
+        [HeatmapRow(MATRIX_LABELS["jaccard"], matrices)],
+        "Jaccard of task neuron sets (grey: not in that run)",
+        xlabel="task B",
+        ylabel="task A",
+    )
+    return [path]
 
 
 def plot_index_cdf(frame: pd.DataFrame, path: Path) -> Path | None:
@@ -228,7 +268,8 @@ def plot_index_cdf(frame: pd.DataFrame, path: Path) -> Path | None:
     rows = frame[frame.metric.isin(["index_jaccard", "expected_index_jaccard"])]
     if rows.empty:
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig, axes = figure(width=5.6, height=3.6)
+    ax = axes[0, 0]
     for (model, is_init), group in rows.groupby(["model", rows.partner.str.endswith(INIT_SUFFIX)]):
         for metric, style in (("index_jaccard", "-"), ("expected_index_jaccard", ":")):
             values = np.sort(group[group.metric == metric].value.to_numpy())
@@ -241,7 +282,8 @@ def plot_index_cdf(frame: pd.DataFrame, path: Path) -> Path | None:
                 where="post",
                 label=label,
             )
-    ax.set_xlabel("Jaccard of a task's neuron sets (same neuron indices)")
-    ax.set_ylabel("fraction of tasks")
-    ax.legend(fontsize=6)
+    ax.set_xlabel("Jaccard of a task's sets, same neuron indices (0-1)")
+    ax.set_ylabel("cumulative share of tasks (0-1)")
+    legend_below(fig, ax, 2)
+    title(fig, "Trained vs random-init sets, index by index (dotted: chance level)")
     return save(fig, path)

@@ -30,6 +30,9 @@ Sets = dict[str, torch.Tensor]  # task -> [layers, neurons] bool
 INIT_SUFFIX = "-init"
 
 
+MANTEL_MIN_TASKS = 3
+
+
 def twin_config(model_cfg: DictConfig, offset: int) -> DictConfig:
     """Random-initialisation twin ``offset``: the same architecture and tokenizer, fresh
     weights from seed ``model.seed + offset``."""
@@ -91,8 +94,12 @@ def jaccard_matrix(sets: Sets) -> np.ndarray:
 def mantel_rows(
     matrices: dict[str, np.ndarray], pairs: list[tuple[str, str]], permutations: int
 ) -> list[Row]:
-    """Spearman Mantel test of the task x task Jaccard structure for each pair of models."""
+    """Spearman Mantel test of the task x task Jaccard structure for each pair of models;
+    none with fewer than ``MANTEL_MIN_TASKS`` tasks (one pair of tasks has no structure to
+    correlate; :func:`mantel_note` says so once per run)."""
     rows = []
+    if len(next(iter(matrices.values()), [])) < MANTEL_MIN_TASKS:
+        return rows
     for a, b in pairs:
         try:
             test = mantel(matrices[a], matrices[b], "spearman", n_permutations=permutations)
@@ -110,6 +117,17 @@ def mantel_rows(
             )
         )
     return rows
+
+
+def mantel_note(tasks: list[str]) -> None:
+    """Say once, before the work, that the structure tests need more tasks than given."""
+    if len(tasks) < MANTEL_MIN_TASKS:
+        log.info(
+            "%d tasks: the task x task structure is not compared (the Mantel test needs at "
+            "least %d tasks); index-by-index overlaps are",
+            len(tasks),
+            MANTEL_MIN_TASKS,
+        )
 
 
 def persistence_rows(
@@ -140,6 +158,11 @@ def verdict(rows: list[Any], model: str) -> str:
     """One sentence on where shared task structure comes from, from the Mantel rows (Row
     objects or table rows with the same fields)."""
     tests = [r for r in rows if r.metric == "mantel_r"]
+    if not tests:
+        return (
+            f"{model}: the task x task structure was not compared (the Mantel test needs at "
+            f"least {MANTEL_MIN_TASKS} tasks)"
+        )
     trained = [r.value for r in tests if r.task == model and not r.partner.endswith(INIT_SUFFIX)]
     control = [r.value for r in tests if r.task != model]
     init = [r for r in tests if r.task == model and r.partner.endswith(INIT_SUFFIX)]

@@ -21,7 +21,16 @@ from modularity.algorithms.unit_intervals import no_interval_reason
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
 from modularity.config import choice
-from modularity.figures import plot_layer_counts, plt, save
+from modularity.figures import (
+    figure,
+    legend_below,
+    panel_title,
+    plot_layer_counts,
+    plt,
+    save,
+    title,
+    y_label,
+)
 from modularity.outputs import (
     format_interval,
     format_markdown,
@@ -67,7 +76,9 @@ class Prune(Analysis):
         ]
         ctx.extras.update(scores=selection.scores, mask=selection.mask, selection=selection)
         counts = selection.mask.sum(1).tolist()
-        ctx.table("layer_counts", pd.DataFrame({"layer": range(len(counts)), "selected": counts}))
+        by_layer = pd.DataFrame({"layer": range(len(counts)), "selected": counts})
+        ctx.table("layer_counts", by_layer)
+        ctx.logger.series("layer", by_layer.assign(share=selection.mask.double().mean(1)))
         ctx.figure(
             "layer_counts",
             plot_layer_counts(
@@ -324,44 +335,42 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
 
 
 def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
-    """Top-1 drop (pp) of each task (solid) and its reference (dashed) against the fraction,
-    with 95% bands, one panel per model and setting; black: the mean over tasks."""
-    drops = frame[(frame.metric == "drop") & (frame.measure == "top1")]
-    if drops.empty or drops.fraction.nunique() < 2:
+    """Against the prune fraction, one column of panels per model and setting: above, each
+    task's effect (its top-1 drop minus its reference's) with its 95% bootstrap band and the
+    mean over tasks (black); below, the drops themselves, task solid and reference dashed."""
+    rows = frame[frame.metric.isin(["drop", "effect"]) & (frame.measure == "top1")]
+    if rows.empty or rows.fraction.nunique() < 2:
         return None
-    groups = panels(drops, exclude=("task", "fraction", "run"))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.9), squeeze=False)
-    colours = plt.cm.tab10(np.linspace(0, 1, 10))
-    for ax, (label, group) in zip(axes[0], groups):
-        for i, (task, rows) in enumerate(group.groupby("task")):
+    groups = panels(rows, exclude=("task", "fraction", "run"))
+    fig, axes = figure(len(groups), 2, width=4.4, height=3.0)
+    tasks = sorted(rows.task.unique())
+    colours = {task: plt.cm.tab10(i % 10) for i, task in enumerate(tasks)}
+    for (label, group), (top, bottom) in zip(groups, axes.T):
+        for task, mine in group.groupby("task"):
+            colour = colours[task]
+            effect = mine[mine.metric == "effect"].sort_values("fraction")
+            top.plot(effect.fraction, effect.value, "-o", ms=3, color=colour, lw=1, label=task)
+            top.fill_between(effect.fraction, effect.low, effect.high, color=colour, alpha=0.15)
             for side, style in (("task", "-"), ("reference", "--")):
-                line = rows[rows.variant == side].sort_values("fraction")
-                ax.plot(
-                    line.fraction,
-                    line.value,
-                    style,
-                    color=colours[i % 10],
-                    lw=1,
-                    label=task if side == "task" else None,
-                )
-                ax.fill_between(
-                    line.fraction, line.low, line.high, color=colours[i % 10], alpha=0.12
-                )
-        for side, style in (("task", "-o"), ("reference", "--o")):
-            mean = group[group.variant == side].groupby("fraction").value.mean()
-            ax.plot(mean.index, mean.values, style, color="k", lw=2)
+                line = mine[(mine.metric == "drop") & (mine.variant == side)]
+                line = line.sort_values("fraction")
+                bottom.plot(line.fraction, line.value, style, color=colour, lw=1)
+        mean = group[group.metric == "effect"].groupby("fraction").value.mean()
+        top.plot(mean.index, mean.values, "-", color="k", lw=2, label="mean over tasks")
         fractions = sorted(group.fraction.unique())
-        ax.set_xscale("log")
-        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-        ax.minorticks_off()
-        ax.axhline(0, color="grey", lw=0.6)
-        ax.set_title(group.model.iloc[0] + (f"\n{label}" if label else ""), fontsize=9)
-        ax.set_xlabel("prune fraction")
-        ax.legend(fontsize=6, ncol=2, loc="upper left")
-    axes[0][0].set_ylabel("top-1 drop (percentage points)")
-    fig.suptitle(
-        "selective pruning: task (solid) vs reference (dashed), 95% intervals; "
-        "black: mean over tasks",
-        fontsize=9,
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+            ax.minorticks_off()
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.set_xlabel("prune fraction (share of neurons, log scale)")
+        panel_title(top, group.model.iloc[0] + (f" ({label})" if label else ""))
+        y_label(top, "effect: task minus reference top-1 drop (pp)")
+        y_label(bottom, "top-1 drop (pp): task solid, reference dashed")
+    legend_below(fig, axes[0, 0], 5)
+    title(
+        fig,
+        "Selective pruning: effect with 95% bootstrap intervals (bands) and mean over tasks "
+        "(black); drops below",
     )
     return save(fig, path)

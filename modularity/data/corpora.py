@@ -27,12 +27,14 @@ chemistry reach 100k tokens.
 
 The cleaners live in ``modularity.data.cleaning`` (reST prose, GCIDE senses), the split
 rule in ``modularity.data.splits`` and the system paths, each overridable by an environment
-variable, in ``modularity.data.system_paths``.  Each corpus is parsed once per process.
+variable, in ``modularity.data.system_paths``.  Each corpus is parsed once per process, and
+cleaned once per source: ``modularity.data.corpus_cache`` keeps it on disk.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sysconfig
 import tokenize
@@ -43,6 +45,7 @@ from types import MappingProxyType
 
 from modularity.data.cleaning.gcide import GCIDE_DOMAINS, parse_gcide
 from modularity.data.cleaning.rst import plain_text_to_prose, rst_to_prose
+from modularity.data.corpus_cache import cached_parts, sources_checksum
 from modularity.data.system_paths import (
     COMMON_LICENSES,
     GCIDE_DICT,
@@ -77,6 +80,10 @@ class CorpusSpec:
     loader: Callable[[], tuple[Document, ...]]
 
 
+def _documents(pairs: list[tuple[str, str]]) -> tuple[Document, ...]:
+    return tuple(Document(doc_id, text) for doc_id, text in pairs)
+
+
 # --------------------------------------------------------------------------- code
 
 
@@ -96,19 +103,26 @@ def _code_documents(stdlib: str) -> tuple[Document, ...]:
             f"corpus 'code' needs the Python standard library sources, not found at {root}: "
             "install your Python's stdlib .py files (Debian: apt-get install libpython3.11-stdlib)"
         )
-    docs = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if _CODE_EXCLUDED_DIRS.intersection(rel.parts[:-1]) or not path.is_file():
-            continue
-        try:
-            with tokenize.open(path) as f:
-                text = f.read()
-        except (SyntaxError, UnicodeDecodeError):
-            continue  # deliberately mis-encoded fixtures; not representative code
-        if text.strip() and not text.startswith(_GENERATED_CODEC):
-            docs.append(Document(rel.as_posix(), text))
-    return tuple(docs)
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        # Pruned while walking: site-packages alone can hold more files than the stdlib.
+        subfolders[:] = [d for d in subfolders if d not in _CODE_EXCLUDED_DIRS]
+        files += [Path(folder, n) for n in names if n.endswith(".py")]
+    files = sorted(path for path in files if path.is_file())
+
+    def build() -> dict[str, list[tuple[str, str]]]:
+        docs = []
+        for path in files:
+            try:
+                with tokenize.open(path) as f:
+                    text = f.read()
+            except (SyntaxError, UnicodeDecodeError):
+                continue  # deliberately mis-encoded fixtures; not representative code
+            if text.strip() and not text.startswith(_GENERATED_CODEC):
+                docs.append((path.relative_to(root).as_posix(), text))
+        return {"code": docs}
+
+    return _documents(cached_parts("code", sources_checksum(files, root), build)["code"])
 
 
 def _load_code() -> tuple[Document, ...]:
@@ -121,12 +135,17 @@ def _load_code() -> tuple[Document, ...]:
 @functools.lru_cache(maxsize=4)
 def _python_doc_documents(root: str) -> tuple[Document, ...]:
     base = Path(root)
-    docs = []
-    for path in sorted(base.rglob("*.rst.txt")):
-        text = rst_to_prose(path.read_text(encoding="utf-8"))
-        if text:
-            docs.append(Document(path.relative_to(base).as_posix().removesuffix(".txt"), text))
-    return tuple(docs)
+    files = sorted(base.rglob("*.rst.txt"))
+
+    def build() -> dict[str, list[tuple[str, str]]]:
+        docs = []
+        for path in files:
+            text = rst_to_prose(path.read_text(encoding="utf-8"))
+            if text:
+                docs.append((path.relative_to(base).as_posix().removesuffix(".txt"), text))
+        return {"prose": docs}
+
+    return _documents(cached_parts("prose", sources_checksum(files, base), build)["prose"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,12 +216,19 @@ def _load_licences() -> tuple[Document, ...]:
 def _gcide_domains(
     dict_path: str, index_path: str, mtime_ns: int
 ) -> dict[str, tuple[Document, ...]]:
-    """Parse once per process for all domains; ``mtime_ns`` makes an upgrade re-parse."""
-    parsed = parse_gcide(Path(dict_path), Path(index_path))
-    return {
-        domain: tuple(Document(f"gcide/{word}", text) for word, text in parsed[domain])
-        for domain in GCIDE_DOMAINS
-    }
+    """Parse once for all domains (cached on disk by the files' checksum); ``mtime_ns``
+    makes an upgrade within a process read it again."""
+    files = [Path(dict_path), Path(index_path)]
+
+    def build() -> dict[str, list[tuple[str, str]]]:
+        parsed = parse_gcide(*files)
+        return {
+            domain: [(f"gcide/{word}", text) for word, text in parsed[domain]]
+            for domain in GCIDE_DOMAINS
+        }
+
+    parts = cached_parts("gcide", sources_checksum(files), build)
+    return {domain: _documents(parts[domain]) for domain in GCIDE_DOMAINS}
 
 
 def _gcide_loader(domain: str) -> Callable[[], tuple[Document, ...]]:

@@ -44,7 +44,14 @@ def local_corpora(task: DictConfig) -> list[str]:
 def corpus_documents(name: str, split: str, seed: int) -> list[Document]:
     """One pool (a ``TEXT_SPLITS`` name) of one corpus, in an order seeded by ``seed``."""
     check_split(split, TEXT_SPLITS)
-    return _shuffled(split_documents(load_corpus(name))[split], seed)
+    return list(_ordered_pool(tuple(load_corpus(name)), split, seed))
+
+
+@functools.lru_cache(maxsize=64)
+def _ordered_pool(docs: tuple[Document, ...], split: str, seed: int) -> tuple[Document, ...]:
+    """Hashed into pools and ordered once per corpus (keyed by its documents, so a corpus
+    read from another source is another key): a sweep packs each pool many times."""
+    return tuple(_shuffled(split_documents(list(docs))[split], seed))
 
 
 def local_documents(task: DictConfig, split: str) -> list[Document]:

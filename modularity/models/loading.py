@@ -30,6 +30,7 @@ from transformers import (
     PretrainedConfig,
 )
 
+from modularity.config import choice
 from modularity.errors import ConfigError, ModularityError, invalid_choice
 from modularity.hub import hub_access, is_local_path
 from modularity.models.adapter import ModelAdapter, adapter_class
@@ -123,6 +124,22 @@ def _source_dir(cfg: DictConfig) -> str | None:
             return str(dequantized_dir(path, cfg.gguf_file))
         return path
     return None
+
+
+def stored_dtype(cfg: DictConfig) -> str | None:
+    """The dtype a pretrained model's checkpoint stores its weights in (its config's
+    ``dtype``), if it is one of ``DTYPES``; None for random or config-built models."""
+    source = _source_dir(cfg)
+    if source is None or choice(cfg.init) != "pretrained":
+        return None
+    try:
+        with hub_access(source, "model", "model.path"):
+            config = AutoConfig.from_pretrained(source, revision=cfg.revision)
+    except (OSError, ValueError):
+        return None
+    dtype = getattr(config, "dtype", None)
+    name = str(dtype).removeprefix("torch.") if dtype is not None else None
+    return name if name in DTYPES else None
 
 
 def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:

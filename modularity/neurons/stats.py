@@ -12,7 +12,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
-METHODS = ("one-pass", "two-pass")
+# How the MAD was obtained: one pass with a bound; exactly, from a second pass around the
+# final means; exactly, from the activations kept in memory by the one pass.
+METHODS = ("one-pass", "two-pass", "kept")
 TARGETS = ("full", "half0", "half1")
 # Bump when the names or meaning of the tensors written by ``CollectedStats.to_tensors`` change.
 COLLECTED_STATS_FORMAT = 1
@@ -58,8 +60,9 @@ class CollectedStats:
     """Statistics of a whole collection and of its halves (the full ones sum the halves).
 
     ``method`` says how the MAD was obtained: ``one-pass`` (histogram bound, see
-    ``mad_bound``) or ``two-pass`` (exact). ``max_relative_mad_error`` is the largest
-    ``mad_error / mad`` over the neurons whose MAD is not negligible (0 for two-pass);
+    ``mad_bound``), ``two-pass`` (exact, from a second pass) or ``kept`` (exact, from the
+    activations kept in memory by the one pass). ``max_relative_mad_error`` is the largest
+    ``mad_error / mad`` over the neurons whose MAD is not negligible (0 when exact);
     ``n_items`` and ``n_tokens`` are counted per half.
     """
 

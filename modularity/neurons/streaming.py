@@ -5,9 +5,10 @@ Each item's (block's or image's) tokens are reduced in float32 (bf16/fp16 promot
 stays float64) and the per-item sums are added in float64, so the sums do not depend on how
 items are batched or spread over devices beyond float64 rounding; histograms are exact
 integers. Sums are kept per half (``BatchItems.half``); the whole data's are their sum.
-Memory is O(layers x neurons) whatever the number of tokens; work tensors the size of one
-layer's activations are reused from call to call, since allocating them anew costs more
-than the arithmetic on a CPU.
+Memory is O(layers x neurons) whatever the number of tokens; a batch is taken a few items
+at a time (``memory.chunk_items``), so the work tensors stay within ``memory.WORK_BYTES``
+whatever the batch and block size, and they are reused from call to call, since
+allocating them anew costs more than the arithmetic on a CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ import torch
 from torchmetrics import Metric
 
 from modularity.neurons.mad_bound import NeuronBins, bin_codes, check_histogram_capacity
+from modularity.neurons.memory import (
+    EXACT_WORK_BYTES,
+    STREAM_WORK_BYTES,
+    chunk_items,
+    chunk_positions,
+)
 
 F64 = torch.float64
 # Slots of OnePassSums.moments (y = x - origin, w = the bin width) and ExactMadSums.deviations.
@@ -51,6 +58,22 @@ class BatchItems:
             only_half=halves[0] if len(halves) == 1 else None,
         )
 
+    def rows(self, start: int, stop: int) -> BatchItems:
+        """Items ``start:stop`` of the batch."""
+        half = self.half[start:stop]
+        if self.only_half is not None:
+            only = self.only_half
+        else:
+            halves = half.unique().tolist()
+            only = halves[0] if len(halves) == 1 else None
+        keep = None if self.keep is None else self.keep[start:stop]
+        return BatchItems(half=half, keep=keep, only_half=only)
+
+    def positions(self, start: int, stop: int) -> BatchItems:
+        """Positions ``start:stop`` of every item."""
+        keep = None if self.keep is None else self.keep[:, start:stop]
+        return BatchItems(half=self.half, keep=keep, only_half=self.only_half)
+
     def tokens(self, positions: int) -> torch.Tensor:
         """Tokens per item, float64 ``[batch]``."""
         if self.keep is None:
@@ -60,9 +83,16 @@ class BatchItems:
 
 class ItemSums(Metric):
     """Bookkeeping shared by the collection sums: items and tokens per half, the
-    float64 accumulation of per-item sums, and reusable work tensors."""
+    float64 accumulation of per-item sums, and reusable work tensors.
+
+    ``update(layer, x, items)`` takes one layer's activations of a batch; subclasses
+    implement ``update_items`` for a chunk of its items.
+    """
 
     full_state_update = False
+    work_per_activation = STREAM_WORK_BYTES  # bytes of work tensors per activation
+    # Whether an item's positions may be summed in chunks (sums of positions, not of items).
+    split_positions = True
 
     def __init__(self, n_layers: int, n_neurons: int) -> None:
         super().__init__()
@@ -70,6 +100,31 @@ class ItemSums(Metric):
         for name in ("items", "tokens"):
             self.add_state(name, torch.zeros(2, dtype=F64), dist_reduce_fx="sum")
         self._work: dict[tuple, torch.Tensor] = {}
+
+    def update(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
+        """Add one layer's activations of a batch, a chunk of items at a time; an item too
+        large for one chunk, a chunk of its positions at a time (``split_positions``)."""
+        x = x.reshape(items.half.shape[0], -1, x.shape[-1])
+        step = chunk_items(x.shape[1], x.shape[2], self.work_per_activation)
+        if step >= x.shape[0]:
+            self.update_items(layer, x, items)
+        elif step > 1 or not self.split_positions:
+            for start in range(0, x.shape[0], step):
+                stop = start + step
+                self.update_items(layer, x[start:stop], items.rows(start, stop))
+        else:
+            span = chunk_positions(x.shape[2], self.work_per_activation)
+            for item in range(x.shape[0]):
+                one = items.rows(item, item + 1)
+                for start in range(0, x.shape[1], span):
+                    stop = start + span
+                    self.update_items(
+                        layer, x[item : item + 1, start:stop], one.positions(start, stop)
+                    )
+
+    def update_items(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
+        """Add ``x`` (``[items, positions, neurons]``) of ``layer``."""
+        raise NotImplementedError
 
     def add_items(self, items: BatchItems, positions: int) -> None:
         """Count a batch's items (those with tokens) and tokens, once per batch."""
@@ -104,11 +159,13 @@ class ItemSums(Metric):
 
         ``acc``: ``[2, sums, neurons]`` float64; ``item_sums``: ``[sums, batch, neurons]``.
         """
+        # Converted first: ``sum(1, dtype=float64)`` over the middle dimension is many times
+        # slower on a CPU.
         if items.only_half is not None:
-            acc[items.only_half] += item_sums.sum(1, dtype=F64)
+            acc[items.only_half] += item_sums.double().sum(1)
             return
         for h in (0, 1):
-            acc[h] += item_sums[:, items.half.to(item_sums.device) == h].sum(1, dtype=F64)
+            acc[h] += item_sums[:, items.half.to(item_sums.device) == h].double().sum(1)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """The sums (summed over devices when distributed)."""
@@ -139,7 +196,9 @@ class PilotSums(ItemSums):
         shape = (n_layers, 5, n_neurons)
         self.add_state("sums", torch.zeros(shape, dtype=F64), dist_reduce_fx="sum")
 
-    def update(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
+    split_positions = False  # deviations from each item's own mean need the whole item
+
+    def update_items(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
         x = as_items(x, items)
         keep = keep_factor(x, items)
         tokens = items.tokens(x.shape[1]).to(x.device).unsqueeze(1)
@@ -191,7 +250,7 @@ class OnePassSums(ItemSums):
             self._on_device[device] = self.bins.to(device)
         return self._on_device[device]
 
-    def update(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
+    def update_items(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
         x = as_items(x, items)
         keep = keep_factor(x, items)
         if keep is not None:
@@ -253,13 +312,15 @@ class ExactMadSums(ItemSums):
     around the full mean, then around the item's half's own mean.
     """
 
+    work_per_activation = EXACT_WORK_BYTES
+
     def __init__(self, full_mean: torch.Tensor, half_means: torch.Tensor) -> None:
         super().__init__(*full_mean.shape)
         self.full_mean, self.half_means = full_mean, half_means
         shape = (self.n_layers, 2, 4, self.n_neurons)
         self.add_state("deviations", torch.zeros(shape, dtype=F64), dist_reduce_fx="sum")
 
-    def update(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
+    def update_items(self, layer: int, x: torch.Tensor, items: BatchItems) -> None:
         x = as_items(x, items)
         keep = keep_factor(x, items)
         full_mean = self.full_mean[layer].to(x.device)

@@ -9,6 +9,7 @@ from dataclasses import replace
 import torch
 
 from modularity.neurons.mad_bound import (
+    BINS,
     NeuronBins,
     check_histogram_capacity,
     mad_bracket,
@@ -36,8 +37,9 @@ def by_target(tensor: torch.Tensor, half_dim: int) -> list[torch.Tensor]:
     return [tensor.sum(half_dim), tensor.select(half_dim, 0), tensor.select(half_dim, 1)]
 
 
-def pilot_bins(sums: Sums) -> NeuronBins:
-    """Histogram bins around the pilot mean, ``PILOT_Z`` standard errors of a half's mean wide.
+def pilot_bins(sums: Sums, bins: int = BINS) -> NeuronBins:
+    """``bins`` histogram bins per neuron around the pilot mean, ``PILOT_Z`` standard errors
+    of a half's mean wide.
 
     The standard error is the larger of the spread of item means over sqrt(items) and the
     tokens' spread over sqrt(tokens), so neither few items nor uniform items make it vanish.
@@ -48,7 +50,7 @@ def pilot_bins(sums: Sums) -> NeuronBins:
     spread = (mean_squares - mean_sum.square() / items).clamp_min(0) / (items - 1).clamp_min(1)
     token_var = (within + weighted_squares - tokens * location.square()).clamp_min(0) / tokens
     error = torch.maximum(spread / items, token_var / tokens).sqrt()
-    return NeuronBins.around(location, pilot_radius(error, float(items)))
+    return NeuronBins.around(location, pilot_radius(error, float(items)), bins)
 
 
 def one_pass_statistics(sums: Sums, bins: NeuronBins | None) -> CollectedStats:
@@ -104,8 +106,9 @@ def exact_means(stats: CollectedStats) -> tuple[torch.Tensor, torch.Tensor]:
     return stats.full.mean, halves
 
 
-def with_exact_mad(stats: CollectedStats, sums: Sums) -> CollectedStats:
-    """``stats`` with MAD, std and rms from ``ExactMadSums`` around ``exact_means(stats)``."""
+def with_exact_mad(stats: CollectedStats, sums: Sums, method: str = "two-pass") -> CollectedStats:
+    """``stats`` with MAD, std and rms from ``ExactMadSums`` around ``exact_means(stats)``;
+    ``method`` says where the sums came from (a second pass, or ``kept`` activations)."""
     deviations = sums["deviations"]
     around = [
         (deviations[:, :, FULL_ABS].sum(1), deviations[:, :, FULL_SQUARED].sum(1)),
@@ -123,7 +126,7 @@ def with_exact_mad(stats: CollectedStats, sums: Sums) -> CollectedStats:
                 mad_error=torch.zeros_like(old.mad),
             )
         )
-    return _collected(sums, targets, "two-pass", 0.0)
+    return _collected(sums, targets, method, 0.0)
 
 
 def _collected(sums: Sums, targets: list[NeuronStats], method: str, worst: float) -> CollectedStats:

@@ -1,0 +1,392 @@
+"""MoEfication's routed inference, measured: the analysis side of ``modularity.routing``.
+
+For each way of building experts and each router, the model runs with only the top-k
+experts of every MLP active, for a ladder of k; each task and its reference are evaluated
+on their evaluation splits, and the drops from the dense model get the project's 95%
+intervals (:func:`modularity.analyses.effects.effect_rows`). Beside quality: how much of the
+true activation mass the routed experts hold on held-out tokens (the router's accuracy, as
+MoEfication measures it), which experts each task routes to (concentration by depth), and
+how the experts a task prefers over its reference overlap its selective-pruning set.
+
+Routers are built from a sample of the reference's collection split (general data, as
+MoEfication's were from its pre-training corpus) and judged on the reference's evaluation
+split, which no router has seen. A routing configuration is written ``method/router@share``
+in the rows' ``partner`` column (e.g. ``coactivation/mlp@0.25``: a quarter of each layer's
+experts per token).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from modularity.algorithms.coactivation import CoactivationCounts
+from modularity.algorithms.set_overlap import layer_groups
+from modularity.algorithms.t_interval import mean_interval
+from modularity.analyses.base import Row
+from modularity.analyses.effects import effect_rows
+from modularity.evaluate import UnitSums, evaluate
+from modularity.figures import CLUSTERING_STYLE, plt, save
+from modularity.pipeline import DataSpec, Pipeline
+from modularity.routing.hooks import RoutedLayer, routed
+from modularity.routing.routers import (
+    Router,
+    build_router,
+    captured_mass,
+    expert_mass,
+    experts_per_token,
+    membership,
+)
+from modularity.routing.sample import TokenSample, routing_pass
+from modularity.verdicts import VerdictConfig
+
+
+def routing_label(method: str, router: str, share: float) -> str:
+    return f"{method}/{router}@{share:g}"
+
+
+def parse_routing(label: str) -> tuple[str, str, float]:
+    """``("coactivation", "mlp", 0.25)`` from ``coactivation/mlp@0.25``."""
+    method, rest = label.split("/", 1)
+    router, share = rest.split("@", 1)
+    return method, router, float(share)
+
+
+@dataclass
+class RoutingData:
+    """The routers' data, each pass run once and only when asked for: the reference's
+    collection split (token sample, and co-activation counts when experts need them) and
+    its evaluation split (held-out token sample)."""
+
+    pipe: Pipeline
+    spec: DataSpec
+    max_tokens: int
+    seed: int
+    rule: str
+    share: float
+    _collect: TokenSample | None = None
+    _counts: CoactivationCounts | None = None
+    _heldout: TokenSample | None = None
+
+    def _pass(self, split: str, counts: CoactivationCounts | None) -> TokenSample:
+        loader, _ = self.pipe.loader(self.spec, split)
+        stage = f"routing sample {self.spec.name} ({split})"
+        return routing_pass(
+            self.pipe.loaded,
+            loader,
+            self.pipe.cfg.trainer,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            counts=counts,
+            stage=stage,
+        )
+
+    def counts(self) -> CoactivationCounts:
+        if self._counts is None:
+            adapter = self.pipe.adapter
+            counts = CoactivationCounts(adapter.n_layers, adapter.n_neurons, self.rule, self.share)
+            self._collect = self._pass("collect", counts)
+            self._counts = counts
+        return self._counts
+
+    def collect(self) -> TokenSample:
+        if self._collect is None:
+            self._collect = self._pass("collect", None)
+        return self._collect
+
+    def heldout(self) -> TokenSample:
+        if self._heldout is None:
+            self._heldout = self._pass("evaluate", None)
+        return self._heldout
+
+
+def layer_routers(
+    kind: str,
+    labels: dict[int, torch.Tensor],
+    rows: dict[int, torch.Tensor],
+    n_experts: int,
+    data: RoutingData,
+    epochs: int,
+    seed: int,
+) -> dict[int, Router]:
+    """The ``kind`` router of every layer (the MLP router trained on the collection sample)."""
+    out = {}
+    for layer, layer_labels in labels.items():
+        samples = data.collect().layer(layer) if kind == "mlp" else None
+        out[layer] = build_router(
+            kind, layer_labels, rows[layer], n_experts, samples, epochs=epochs, seed=seed + layer
+        )
+    return out
+
+
+def captured_rows(
+    label_of: dict[float, str],
+    routers: dict[int, Router],
+    labels: dict[int, torch.Tensor],
+    n_experts: int,
+    heldout: TokenSample,
+) -> list[Row]:
+    """Per layer and k: mean share of the held-out tokens' activation mass that the routed
+    experts hold (1 for every k would be a perfect router with concentrated experts)."""
+    rows = []
+    for layer, router in routers.items():
+        x, h = heldout.layer(layer)
+        scores = router(x, h)
+        mass = expert_mass(h, membership(labels[layer], n_experts))
+        for share, label in label_of.items():
+            k = experts_per_token(share, n_experts)
+            captured = captured_mass(scores, mass, k)
+            value = float(captured.nanmean())
+            count = float(captured.isfinite().sum())
+            rows.append(Row("captured_mass", value, partner=label, layer=str(layer), n=count))
+    return rows
+
+
+@dataclass
+class TaskSides:
+    """A task, its reference, and their dense (baseline) evaluation sums."""
+
+    name: str
+    task: DataSpec
+    reference: DataSpec
+    baseline: dict[str, UnitSums]
+    selected: torch.Tensor  # [layers, neurons] bool, its selective-pruning set
+
+
+@dataclass
+class RoutedEvaluation:
+    """Evaluates the routed model on every task and reference, each split once per routing
+    configuration, and counts which experts each split routes to."""
+
+    pipe: Pipeline
+    tasks: list[TaskSides]
+    verdicts: VerdictConfig
+    sums: dict[tuple[str, str], UnitSums] = field(default_factory=dict)
+    usage: dict[tuple[str, str], dict[int, torch.Tensor]] = field(default_factory=dict)
+
+    def _evaluate(self, spec: DataSpec, against: DataSpec, layers: dict, k: int) -> None:
+        key = (spec.name, against.name)
+        if key in self.sums:
+            return
+        pipe = self.pipe
+        loader, units = pipe.loader(spec, "evaluate")
+        counts: dict[int, torch.Tensor] = {}
+        with routed(pipe.adapter, layers, k, counts):
+            self.sums[key] = evaluate(
+                pipe.loaded,
+                loader,
+                units,
+                pipe.cfg.trainer,
+                pipe.frequent_tokens(against),
+                f"evaluate {spec.name} (routed, k={k})",
+            )
+        self.usage[key] = counts
+
+    def rows(self, label: str, layers: dict[int, RoutedLayer], k: int, n_experts: int) -> list[Row]:
+        """Effect rows of every task at one routing configuration (k = all: the dense
+        model itself, exactly), and, below all, expert usage and pruning-set overlap."""
+        self.sums, self.usage = {}, {}
+        rows: list[Row] = []
+        for sides in self.tasks:
+            if k == n_experts:
+                after = sides.baseline
+            else:
+                self._evaluate(sides.task, sides.reference, layers, k)
+                self._evaluate(sides.reference, sides.reference, layers, k)
+                after = {
+                    "task": self.sums[(sides.task.name, sides.reference.name)],
+                    "reference": self.sums[(sides.reference.name, sides.reference.name)],
+                }
+            effects = effect_rows(sides.name, sides.baseline, after, self.verdicts)
+            rows += [tagged(r, label) for r in effects]
+            if k < n_experts:
+                task_use = self.usage[(sides.task.name, sides.reference.name)]
+                reference_use = self.usage[(sides.reference.name, sides.reference.name)]
+                rows += usage_rows(sides, label, layers, task_use, reference_use, k, n_experts)
+        return rows
+
+
+def tagged(row: Row, label: str) -> Row:
+    return Row(**{**row.__dict__, "partner": label})
+
+
+def usage_rows(
+    sides: TaskSides,
+    label: str,
+    layers: dict[int, RoutedLayer],
+    task_use: dict[int, torch.Tensor],
+    reference_use: dict[int, torch.Tensor],
+    k: int,
+    n_experts: int,
+) -> list[Row]:
+    """Per layer: how concentrated the task's routing is (1 - entropy / log E of the share of
+    routings each expert receives: 0 uniform, 1 one expert), and the share of its pruning
+    set that lies in the k experts it prefers most over its reference, beside the share of
+    neurons those experts hold (what a set unrelated to routing would give)."""
+    rows = []
+    for layer, spec in layers.items():
+        use = task_use[layer].double()
+        p = use / use.sum()
+        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+        concentration = 1 - entropy / math.log(n_experts) if n_experts > 1 else float("nan")
+        where = {"task": sides.name, "partner": label, "layer": str(layer)}
+        rows.append(Row("routing_concentration", concentration, **where))
+        ref = reference_use[layer].double()
+        preference = (p + 1e-12) / (ref / ref.sum() + 1e-12)
+        preferred = torch.zeros(n_experts, dtype=torch.bool)
+        preferred[preference.topk(k).indices] = True
+        in_preferred = preferred[spec.labels.cpu()]
+        selected = sides.selected[layer].cpu()
+        n_selected = int(selected.sum())
+        if n_selected:
+            share = float((selected & in_preferred).sum()) / n_selected
+            chance = float(in_preferred.double().mean())
+            rows.append(Row("pruning_set_in_task_experts", share, n=float(n_selected), **where))
+            rows.append(Row("pruning_set_in_task_experts_chance", chance, **where))
+    return rows
+
+
+def depth_groups(n_layers: int) -> dict[str, list[int]]:
+    """Early / middle / late thirds of the layers (all of them for fewer than three)."""
+    return layer_groups(n_layers) if n_layers >= 3 else {"all": list(range(n_layers))}
+
+
+def by_depth(rows: list[Row], metric: str, n_layers: int, minus: str | None = None) -> list[Row]:
+    """Mean of ``metric`` (less ``minus``, matched by task, configuration and layer) per
+    depth third and configuration, with a 95% t-interval over tasks (each task's value
+    averaged over the layers of the third first)."""
+    frame = pd.DataFrame([r.__dict__ for r in rows if r.metric in (metric, minus)])
+    if frame.empty:
+        return []
+    table = frame.pivot_table(index=["task", "partner", "layer"], columns="metric", values="value")
+    values = table[metric] - (table[minus] if minus else 0.0)
+    third = {
+        str(layer): name for name, members in depth_groups(n_layers).items() for layer in members
+    }
+    frame = values.rename("value").reset_index()
+    frame = frame.assign(depth=frame.layer.map(third)).dropna(subset=["depth"])
+    out = []
+    for (partner, depth), group in frame.groupby(["partner", "depth"]):
+        per_task = group.groupby("task").value.mean().to_numpy()
+        mean, low, high = mean_interval(per_task)
+        name = f"{metric}_by_depth" + ("_minus_chance" if minus else "")
+        out.append(
+            Row(name, mean, partner=partner, layer=depth, low=low, high=high, n=len(per_task))
+        )
+    return out
+
+
+def routed_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """The routed rows with their configuration split into method, router and share."""
+    rows = rows[rows.partner.astype(str).str.contains("@", regex=False)]
+    parsed = [parse_routing(p) for p in rows.partner]
+    return rows.assign(
+        method=[p[0] for p in parsed], router=[p[1] for p in parsed], share=[p[2] for p in parsed]
+    )
+
+
+def quality_table(rows: pd.DataFrame, measure: str = "top1") -> pd.DataFrame:
+    """Per method, router and share: the mean task drop over tasks (t-interval) and the
+    reference's drop (bootstrap interval; identical for tasks sharing a reference)."""
+    drops = routed_frame(rows[(rows.metric == "drop") & (rows.measure == measure)])
+    out: list[dict[str, Any]] = []
+    for (method, router, share), group in drops.groupby(["method", "router", "share"]):
+        task = group[group.variant == "task"]
+        mean, low, high = mean_interval(task.value.to_numpy())
+        reference = group[group.variant == "reference"]
+        if reference.value.nunique() == 1:  # one reference shared by every task
+            first = reference.iloc[0]
+            reference_interval = (first.value, first.low, first.high)
+        else:
+            reference_interval = mean_interval(reference.value.to_numpy())
+        out.append(
+            {
+                "method": method,
+                "router": router,
+                "share": share,
+                "task": (mean, low, high),
+                "reference": reference_interval,
+                "tasks": len(task),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def captured_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean over layers of the captured activation mass per method, router and share."""
+    captured = routed_frame(rows[rows.metric == "captured_mass"])
+    if captured.empty:
+        return captured
+    return captured.groupby(["method", "router", "share"]).value.mean().reset_index()
+
+
+def mlp_against_similarity(captured: pd.DataFrame, loss: pd.DataFrame) -> list[str]:
+    """Does the trained router beat similarity at equal k on held-out tokens? Counted over
+    (method, k < all) on the captured activation mass and on the reference's loss rise."""
+    if captured.empty or loss.empty:
+        return []
+    mass = captured.pivot_table(index=["method", "share"], columns="router", values="value")
+    rise = loss.assign(value=[r[0] for r in loss.reference]).pivot_table(
+        index=["method", "share"], columns="router", values="value"
+    )
+    if not {"mlp", "similarity"} <= set(mass.columns) & set(rise.columns):
+        return []
+    mass, rise = mass[mass.index.get_level_values("share") < 1], rise.loc[mass.index]
+    more_mass = int((mass.mlp > mass.similarity).sum())
+    less_loss = int((rise.mlp < rise.similarity).sum())
+    return [
+        "Trained MLP router against similarity at equal k, held-out tokens: it captures more "
+        f"activation mass in {more_mass} of {len(mass)} (method, k) cases (mean "
+        f"{mass.mlp.mean():.3f} vs {mass.similarity.mean():.3f}) and raises the reference's "
+        f"loss less in {less_loss} of {len(rise)} (mean rise {rise.mlp.mean():.3f} vs "
+        f"{rise.similarity.mean():.3f} nats)."
+    ]
+
+
+ROUTER_STYLE = {"similarity": ("-", "o"), "mlp": ("--", "s"), "oracle": (":", "^")}
+
+
+def plot_routed_quality(
+    path: Path, top1: pd.DataFrame, loss: pd.DataFrame, title: str
+) -> Path | None:
+    """Quality against the share of the FFN active: the mean task top-1 drop, the
+    reference's top-1 drop and its loss rise, one line per method (colour) and router
+    (style), 95% bands."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels_of = (
+        (axes[0], top1, "task", "task top-1 drop (pp), mean over tasks"),
+        (axes[1], top1, "reference", "reference top-1 drop (pp)"),
+        (axes[2], loss, "reference", "reference loss rise (nats)"),
+    )
+    for ax, table, side, ylabel in panels_of:
+        for (method, router), group in table.groupby(["method", "router"]):
+            group = group.sort_values("share")
+            values = np.array([list(v) for v in group[side]], dtype=float)
+            colour = CLUSTERING_STYLE.get(method, ("k", "-"))[0]
+            line, marker = ROUTER_STYLE.get(router, ("-", "."))
+            ax.plot(
+                group.share,
+                values[:, 0],
+                line,
+                marker=marker,
+                color=colour,
+                lw=1.2,
+                label=f"{method} / {router}",
+            )
+            ax.fill_between(group.share, values[:, 1], values[:, 2], color=colour, alpha=0.1)
+        ax.set_xscale("log", base=2)
+        shares = sorted(table.share.unique())
+        ax.set_xticks(shares, [f"{s:g}" for s in shares])
+        ax.minorticks_off()
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_xlabel("share of experts (FFN) active per token")
+        ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)

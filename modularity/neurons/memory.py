@@ -1,0 +1,148 @@
+"""How much memory a statistics collection may hold, and how it spends it: chosen up front.
+
+A collection either *keeps* its activations (when they fit the budget) and computes the
+exact MAD from memory after its one forward pass, or *streams* them into a histogram whose
+size is fixed by the model's shape, never by the number of tokens (``mad_bound``: one pass
+with an error bound). The choice is made from the token count before anything runs, so no
+pass is ever computed and thrown away. Every byte of state is counted: kept activations,
+histograms, float64 sums, the pilot's kept activations and the reusable work tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from modularity.errors import ConfigError
+from modularity.neurons.mad_bound import BINS
+
+DEFAULT_SHARE = 0.25  # with no setting, a collection may hold this share of free memory
+# The histogram never holds more than this, whatever the budget: 1,024 bins for SmolLM2's
+# 46k neurons, 144 for Mistral 7B's 459k (whose whole state then stays under 1.5 GB).
+MAX_HISTOGRAM_BYTES = 2**30
+MIN_BINS = 16  # fewer would leave the one-pass bound too loose to be worth a pass
+WORK_BYTES = 2**28  # the work tensors of one update: items are streamed in chunks this size
+F64_BYTES = 8
+MOMENT_SUMS = 2 * 5  # OnePassSums.moments per neuron and layer: halves x sums
+DEVIATION_SUMS = 2 * 4  # ExactMadSums.deviations
+PILOT_SUMS = 5
+# Work bytes per activation of a streamed update: x, y and scratch (float32), per-item sums,
+# and the histogram's scaled positions (float32), codes and bins (int64).
+STREAM_WORK_BYTES = 3 * 4 + 4 + 8 + 8
+EXACT_WORK_BYTES = 2 * 4  # ExactMadSums: y and scratch
+
+
+def available_bytes(device: str) -> int:
+    """Free memory where the activations live: the GPU's, or the machine's RAM."""
+    if device == "gpu" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def memory_budget(gib: float | None, device: str) -> int:
+    """The collection's budget in bytes: ``gib`` GiB, or ``DEFAULT_SHARE`` of free memory."""
+    if gib is None:
+        return int(DEFAULT_SHARE * available_bytes(device))
+    if not gib > 0:
+        raise ConfigError(
+            f"collection.memory_gib must be > 0 (or null: a quarter of free memory); got {gib}"
+        )
+    return int(gib * 2**30)
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    """How one collection runs: ``keep`` its activations (exact MAD from memory, one forward)
+    or stream them into ``bins`` histogram bins per neuron and half; ``state_bytes`` is the
+    most memory its state takes, within ``budget``."""
+
+    keep: bool
+    bins: int
+    tokens: int
+    budget: int
+    state_bytes: int
+    kept_bytes: int  # the activations, when kept; else the pilot's, at most
+
+    def describe(self) -> str:
+        how = "activations kept, exact MAD" if self.keep else f"one pass, {self.bins} bins"
+        return (
+            f"{self.tokens} tokens: {how}; state {self.state_bytes / 2**20:.0f} MiB of a "
+            f"{self.budget / 2**20:.0f} MiB budget"
+        )
+
+
+def chunk_items(item_positions: int, n_neurons: int, work_per_activation: int) -> int:
+    """Items per streamed chunk, so that one update's work tensors stay within ``WORK_BYTES``
+    (at least one item)."""
+    return max(1, WORK_BYTES // max(1, item_positions * n_neurons * work_per_activation))
+
+
+def chunk_positions(n_neurons: int, work_per_activation: int) -> int:
+    """Positions per streamed chunk of an item too large for ``WORK_BYTES`` on its own."""
+    return max(1, WORK_BYTES // max(1, n_neurons * work_per_activation))
+
+
+def work_bytes(item_positions: int, n_neurons: int, per_activation: int, batch_items: int) -> int:
+    """The most work-tensor bytes of one update: a chunk of items, or of one item's positions."""
+    items = min(batch_items, chunk_items(item_positions, n_neurons, per_activation))
+    positions = item_positions if items > 1 else chunk_positions(n_neurons, per_activation)
+    return items * min(item_positions, positions) * n_neurons * per_activation
+
+
+def histogram_bins(n_layers: int, n_neurons: int, room: int) -> int:
+    """The most fine bins per neuron (up to ``BINS``) whose histogram fits ``room`` bytes and
+    ``MAX_HISTOGRAM_BYTES``; 0 when fewer than ``MIN_BINS`` would."""
+    per_bin = n_layers * n_neurons * 2 * F64_BYTES
+    bins = min(BINS, min(room, MAX_HISTOGRAM_BYTES) // per_bin - 2)
+    return bins if bins >= MIN_BINS else 0
+
+
+def plan_collection(
+    n_layers: int,
+    n_neurons: int,
+    n_items: int,
+    item_positions: int,
+    element_size: int,
+    budget: int,
+    *,
+    batch_items: int = 1,
+    pilot_items: int = 0,
+    histogram: bool = True,
+    keep: bool = True,
+) -> CollectionPlan:
+    """Keep the activations if ``keep`` allows and they (and the sums, and the work tensors
+    of batches of ``batch_items``) fit ``budget``;
+    otherwise stream them, with ``histogram``, into the largest histogram that fits, the
+    pilot keeping its ``pilot_items`` items' activations for the main pass if there is room
+    left for them. Raises ``ConfigError`` when not even a minimal histogram fits."""
+    neurons = n_layers * n_neurons
+    tokens = n_items * item_positions
+    sums = neurons * MOMENT_SUMS * F64_BYTES
+    exact = neurons * DEVIATION_SUMS * F64_BYTES
+
+    def work(per_activation: int) -> int:
+        return work_bytes(item_positions, n_neurons, per_activation, batch_items)
+
+    kept = tokens * neurons * element_size
+    keep_state = kept + sums + exact + max(work(STREAM_WORK_BYTES), work(EXACT_WORK_BYTES))
+    if keep and keep_state <= budget:
+        return CollectionPlan(True, 0, tokens, budget, keep_state, kept)
+    if not histogram:  # moments, then the exact pass: no histogram, nothing kept
+        state = sums + exact + work(STREAM_WORK_BYTES)
+        return CollectionPlan(False, 0, tokens, budget, state, 0)
+    fixed = sums + neurons * PILOT_SUMS * F64_BYTES + work(STREAM_WORK_BYTES)
+    bins = histogram_bins(n_layers, n_neurons, budget - fixed)
+    if not bins:
+        need = fixed + (MIN_BINS + 2) * neurons * 2 * F64_BYTES
+        raise ConfigError(
+            f"collection.memory_gib: a budget of {budget / 2**30:.2f} GiB cannot hold the "
+            f"statistics of {n_layers} x {n_neurons} neurons; they need at least "
+            f"{need / 2**30:.2f} GiB"
+        )
+    state = fixed + (bins + 2) * neurons * 2 * F64_BYTES
+    pilot = pilot_items * item_positions * neurons * element_size
+    pilot = pilot if state + pilot <= budget else 0  # kept whole, or recomputed
+    return CollectionPlan(False, bins, tokens, budget, state + pilot, pilot)
