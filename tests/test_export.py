@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
-from tiny_models import FAMILIES, inputs_for
+from tiny_models import FAMILIES, inputs_for, tiny_config
 from transformers import AutoModelForCausalLM, AutoModelForImageClassification, AutoTokenizer
 
 from modularity.checkpoint import REPORT_FILE, export_pruned, main
@@ -21,7 +21,7 @@ from modularity.errors import ModularityError
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate
 
-BIASED_FAMILIES = ["tiny_gpt2", "tiny_neox", "tiny_vit", "tiny_llama"]  # llama: mlp_bias
+BIASED_FAMILIES = ["gpt2", "gpt_neox", "vit", "llama", "opt"]  # llama: mlp_bias
 
 
 def uniform_mask(adapter, per_layer, seed=0):
@@ -69,9 +69,9 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_uniform_mask_gives_a_smaller_checkpoint_with_equal_logits(name, tmp_path):
-    loaded = load_model(load_model_config(name, {"seed": 3}))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_uniform_mask_gives_a_smaller_checkpoint_with_equal_logits(family, tmp_path):
+    loaded = load_model(tiny_config(family, {"seed": 3}))
     adapter = loaded.adapter
     mask = uniform_mask(adapter, 8)
     report = export_pruned(loaded.model, mask, tmp_path / "out", tokenizer=loaded.tokenizer)
@@ -90,9 +90,9 @@ def test_uniform_mask_gives_a_smaller_checkpoint_with_equal_logits(name, tmp_pat
     )
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_uneven_mask_zeroes_output_weights_and_keeps_shapes(name, tmp_path):
-    loaded = load_model(load_model_config(name, {"seed": 4}))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_uneven_mask_zeroes_output_weights_and_keeps_shapes(family, tmp_path):
+    loaded = load_model(tiny_config(family, {"seed": 4}))
     adapter = loaded.adapter
     mask = uneven_mask(adapter)
     report = export_pruned(loaded.model, mask, tmp_path / "out")
@@ -111,10 +111,10 @@ def test_uneven_mask_zeroes_output_weights_and_keeps_shapes(name, tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", BIASED_FAMILIES)
+@pytest.mark.parametrize("family", BIASED_FAMILIES)
 @pytest.mark.parametrize("structural", [True, False])
-def test_mean_ablation_moves_the_means_into_the_output_bias(name, structural, tmp_path):
-    loaded = load_model(load_model_config(name, {"seed": 5}))
+def test_mean_ablation_moves_the_means_into_the_output_bias(family, structural, tmp_path):
+    loaded = load_model(tiny_config(family, {"seed": 5}))
     adapter = loaded.adapter
     mask = uniform_mask(adapter, 8) if structural else uneven_mask(adapter)
     means = random_means(adapter)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_models import FAMILIES, inputs_for
+from tiny_models import FAMILIES, inputs_for, tiny_config
 
 from modularity.config import load_model_config
 from modularity.models.loading import load_model
@@ -19,9 +19,9 @@ def logits(loaded, inputs):
         return loaded.model(**inputs).logits
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_zero_mask_equals_zeroed_output_weights(name):
-    loaded = load_model(load_model_config(name, {"seed": 11}))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_mask_equals_zeroed_output_weights(family):
+    loaded = load_model(tiny_config(family, {"seed": 11}))
     adapter, inputs = loaded.adapter, inputs_for(loaded)
     mask = random_mask(adapter)
     with ablate(adapter, mask, "zero"):
@@ -64,9 +64,9 @@ def test_mean_mask_equals_bias_shift(name):
     torch.testing.assert_close(masked, manual)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_removed_masks_restore_bit_identical_outputs(name):
-    loaded = load_model(load_model_config(name, {"seed": 13}))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_removed_masks_restore_bit_identical_outputs(family):
+    loaded = load_model(tiny_config(family, {"seed": 13}))
     inputs = inputs_for(loaded)
     before = logits(loaded, inputs)
     with ablate(loaded.adapter, random_mask(loaded.adapter), "zero"):

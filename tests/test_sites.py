@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 from safetensors.torch import load_file
-from tiny_models import FAMILIES, inputs_for
+from tiny_models import FAMILIES, inputs_for, tiny_config
 from torch.utils.data import DataLoader, Dataset
 from transformers import AutoModelForCausalLM, AutoModelForImageClassification
 
@@ -46,8 +46,11 @@ ATTENTION_FAMILIES = [*FAMILIES, "tiny_mistral"]
 # The attention output projection of each family, written out here (not read from the
 # adapters) so the hooks below are independent of the code under test.
 O_PROJ = {
-    "llama": "model.layers.{}.self_attn.o_proj",
-    "mistral": "model.layers.{}.self_attn.o_proj",
+    **{
+        family: "model.layers.{}.self_attn.o_proj"
+        for family in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+    },
+    "opt": "model.decoder.layers.{}.self_attn.out_proj",
     "gpt2": "transformer.h.{}.attn.c_proj",
     "gpt_neox": "gpt_neox.layers.{}.attention.dense",
     "vit": "vit.layers.{}.attention.o_proj",
@@ -60,7 +63,7 @@ def tiny(name: str, seed: int = 0):
         with open_dict(cfg):
             cfg.merge_with(TINY_MISTRAL)
         return load_model(cfg)
-    return load_model(load_model_config(name, {"seed": seed}))
+    return load_model(tiny_config(name, {"seed": seed}))
 
 
 def o_proj(loaded, layer: int) -> torch.nn.Module:
@@ -188,7 +191,7 @@ def test_statistics_of_every_site_from_one_collection_match_hand_hooks(name):
 def test_several_sites_cost_no_extra_forward(tolerance):
     """The same passes (exact: one pass and the second; one-pass: pilot and main) and
     forwards whether the MLP alone or every site is collected."""
-    loaded = tiny("tiny_llama", seed=2)
+    loaded = tiny("llama", seed=2)
     loader = DataLoader(Items(loaded), batch_size=4)
     forwards = []
     handle = loaded.model.base_model.register_forward_hook(lambda *a: forwards.append(1))
@@ -270,7 +273,7 @@ def test_attention_masks_restore_bit_identical_outputs(site):
 
 
 def test_head_mean_ablation_puts_the_attention_means_in_the_slice():
-    loaded = tiny("tiny_gpt2", seed=6)
+    loaded = tiny("gpt2", seed=6)
     adapter = loaded.adapter
     heads = torch.tensor([[False, True, False, False], [True, False, False, False]])
     means = torch.randn(2, adapter.attention_width)
@@ -322,7 +325,7 @@ def test_exported_attention_pruning_reproduces_the_ablated_logits(name, site, tm
 
 @pytest.mark.parametrize("site", ["attn", "heads"])
 def test_exported_attention_mean_ablation_folds_the_means_into_the_bias(site, tmp_path):
-    loaded = tiny("tiny_neox", seed=8)
+    loaded = tiny("gpt_neox", seed=8)
     adapter = loaded.adapter
     mask = random_units(2, site_of(site).width(adapter), seed=2)
     means = torch.randn(2, adapter.attention_width)
@@ -335,7 +338,7 @@ def test_exported_attention_mean_ablation_folds_the_means_into_the_bias(site, tm
 
 
 def test_attention_mean_export_without_a_bias_is_refused(tmp_path):
-    loaded = tiny("tiny_llama")
+    loaded = tiny("llama")
     mask = random_units(2, loaded.adapter.attention_width)
     means = torch.zeros(2, loaded.adapter.attention_width)
     with pytest.raises(ModularityError, match="attention output projection has no bias"):
@@ -362,7 +365,7 @@ def test_heads_refuse_the_frequency_scorer():
 
 
 def test_family_without_an_attention_layout_is_one_line():
-    adapter = tiny("tiny_gpt2").adapter
+    adapter = tiny("gpt2").adapter
     adapter.layout = dataclasses.replace(adapter.layout, attn_out=None)
     for site in ("attn", "heads"):
         with pytest.raises(ConfigError, match=r"declares no attention output projection.*mlp"):
@@ -371,13 +374,13 @@ def test_family_without_an_attention_layout_is_one_line():
 
 
 def test_a_mask_of_the_wrong_site_is_one_line():
-    adapter = tiny("tiny_llama").adapter
+    adapter = tiny("llama").adapter
     with pytest.raises(ConfigError, match=r"site=heads .* \[layers, units\] = \[2, 4\]"):
         check_unit_mask(adapter, "heads", torch.zeros(2, 32, dtype=torch.bool))
 
 
 def test_neuron_hooks_on_a_site_read_its_module_input():
-    loaded = tiny("tiny_neox")
+    loaded = tiny("gpt_neox")
     seen = {}
     with (
         torch.no_grad(),

@@ -1,6 +1,5 @@
-"""Model adapters (one per architecture family) and loading."""
+"""Model adapters (one per architecture family, found by discovery) and loading."""
 
-from modularity.models import gpt2, gpt_neox, llama, vit  # noqa: F401  (registers adapters)
 from modularity.models.adapter import ModelAdapter, adapter_class, supported_model_types
 
 __all__ = ["ModelAdapter", "adapter_class", "supported_model_types"]

