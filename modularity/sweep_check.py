@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
+from modularity.analyses.base import Analysis
 from modularity.errors import ModularityError
 from modularity.sweeps import expand
 
@@ -38,21 +39,27 @@ def check_job(config: DictConfig, overrides: list[str]) -> None:
     with open_dict(cfg):
         cfg.pop("hydra", None)
     check_config(cfg)
-    load_analysis(cfg.analysis).check(cfg)
-    check_against_model(cfg)
+    analysis = load_analysis(cfg.analysis)
+    analysis.check(cfg)
+    check_against_model(cfg, analysis)
 
 
-def check_against_model(cfg: DictConfig) -> None:
-    """Values only the model can judge (``layers`` against its depth), from its config
-    alone: a sweep's ``layers=[0],[7]`` on a 4-layer model fails before job 0, not at job 1."""
-    from modularity.models.loading import model_depth
+def check_against_model(cfg: DictConfig, analysis: Analysis) -> None:
+    """Values only the model can judge (``layers`` against its depth, an analysis's
+    parameters against its MLP width), from its config alone: a sweep's ``layers=[0],[7]``
+    on a 4-layer model fails before job 0, not at job 1."""
+    from modularity.models.loading import model_depth, model_width
     from modularity.neurons.selection import check_layers
 
-    if cfg.layers is None:
-        return
-    depth = model_depth(cfg.model)
-    if depth is not None:
-        check_layers(list(cfg.layers), depth)
+    if cfg.layers is not None:
+        depth = model_depth(cfg.model)
+        if depth is not None:
+            check_layers(list(cfg.layers), depth)
+    if type(analysis).check_width is Analysis.check_width:
+        return  # nothing to check against the width: no config read for it
+    width = model_width(cfg.model)
+    if width is not None:
+        analysis.check_width(width)
 
 
 class CheckJobs(Callback):

@@ -513,3 +513,17 @@ def test_each_optional_package_missing_is_one_line_with_its_install_command(monk
     message = str(caught.value)
     assert "\n" not in message and f"'{module}'" in message and "pip install" in message
     assert isinstance(caught.value, ImportError)  # still an ImportError for callers
+
+
+def test_a_sweep_number_of_experts_beyond_the_mlp_width_is_caught_from_the_config(make_cfg):
+    """A job's analysis.experts is checked against the MLP width read from the model's config,
+    so a sweep fails before its first job loads a model (sweep_check.check_against_model)."""
+    from modularity.analyses.base import load_analysis
+    from modularity.errors import ConfigError
+    from modularity.sweep_check import check_against_model
+
+    good = make_cfg("model=tiny_llama", "analysis=moefy", "analysis.experts=4")
+    check_against_model(good, load_analysis(good.analysis))
+    bad = make_cfg("model=tiny_llama", "analysis=moefy", "analysis.experts=100000")
+    with pytest.raises(ConfigError, match="experts=100000 must be between 1 and 64 neurons"):
+        check_against_model(bad, load_analysis(bad.analysis))

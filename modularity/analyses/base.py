@@ -150,6 +150,10 @@ class Analysis:
                 f"{'|'.join(self.supported_sites)}, not site={site}"
             )
 
+    def check_width(self, width: int) -> None:
+        """Checks of this analysis's parameters against the MLP width (neurons per layer),
+        read from the model's config before any job of a sweep loads it; none by default."""
+
     def run(self, ctx: RunContext) -> list[Row]:
         raise NotImplementedError
 

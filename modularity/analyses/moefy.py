@@ -129,6 +129,9 @@ class Moefy(Analysis):
                 f"analysis.ladder={list(self.ladder)} must list shares of experts in (0, 1]"
             )
 
+    def check_width(self, width: int) -> None:
+        self.n_experts(width)
+
     def n_experts(self, d_mlp: int) -> int:
         n = self.experts or max(1, d_mlp // self.neurons_per_expert)
         if not 1 <= n <= d_mlp:

@@ -33,7 +33,7 @@ from transformers import (
 from modularity.config import choice
 from modularity.errors import ConfigError, ModularityError, invalid_choice
 from modularity.hub import hub_access, is_local_path
-from modularity.models.adapter import ModelAdapter, adapter_class
+from modularity.models.adapter import ModelAdapter, adapter_class, supported_model_types
 from modularity.models.layout import LayoutAdapter, layout_of
 from modularity.zoo.model_dirs import builtin_model_dir
 
@@ -289,18 +289,34 @@ def _load_cached(cfg_json: str) -> LoadedModel:
     return loaded
 
 
-def model_depth(cfg: DictConfig) -> int | None:
-    """The number of layers ``cfg`` (a ``model`` node) describes, read from its HF config
-    without loading weights, so values like ``layers`` are checked before a sweep's first
-    job; None where only loading would tell (a GGUF file, which is de-quantised first)."""
-    if cfg.get("gguf_file"):
+def model_hf_config(cfg: DictConfig) -> PretrainedConfig | None:
+    """The HF config ``cfg`` (a ``model`` node) describes, read without loading weights, so
+    values like ``layers`` or a number of experts are checked before a sweep's first job;
+    None where only loading would tell (a GGUF file, which is de-quantised first)."""
+    if cfg.get("gguf_file") or cfg.get("gguf_parts"):
         return None
     source = _source_dir(cfg)
     if source is None:
-        return int(_hf_config(cfg).num_hidden_layers)
+        return _hf_config(cfg)
     try:
         with hub_access(source, "model", "model.path"):
-            config = AutoConfig.from_pretrained(source, revision=cfg.get("revision"))
+            return AutoConfig.from_pretrained(source, revision=cfg.get("revision"))
     except (OSError, ValueError) as err:
         raise ModularityError(f"cannot load model {source!r}: {err}".splitlines()[0]) from err
-    return int(config.num_hidden_layers)
+
+
+def model_depth(cfg: DictConfig) -> int | None:
+    """The number of layers ``cfg`` describes (None where only loading would tell)."""
+    config = model_hf_config(cfg)
+    return None if config is None else int(config.num_hidden_layers)
+
+
+def model_width(cfg: DictConfig) -> int | None:
+    """MLP neurons per layer of the model ``cfg`` describes, from its HF config and its
+    family's adapter; None where only loading would tell (no adapter, or no width key)."""
+    config = model_hf_config(cfg)
+    if config is None or config.model_type not in supported_model_types():
+        return None
+    attribute = adapter_class(config.model_type).width_attribute
+    width = getattr(config, attribute, None) if attribute else None
+    return int(width) if isinstance(width, int) else None
