@@ -164,3 +164,15 @@ def test_bad_input_is_a_clear_error():
         drop(sums, sums, "perplexity")
     with pytest.raises(ValueError, match="confidence"):
         drop(sums, sums, confidence=95)
+
+
+def test_welch_df_survives_variances_whose_squares_underflow():
+    """Variances near 1e-170 (a metric that barely moves) square to 0 in float64; the df
+    is computed in shares of the total, so it is still Welch's value, never a division by 0."""
+    import math
+
+    from modularity.algorithms.unit_intervals import _Linearised, _welch_df
+
+    task, reference = _Linearised(0.1, 1e-170, 4.0, 5), _Linearised(0.0, 2e-170, 6.0, 7)
+    assert math.isclose(_welch_df(task, reference), 9 / (1 / 4 + 4 / 6))
+    assert _welch_df(_Linearised(0.1, 1.0, math.inf, 5), _Linearised(0, 0, 6, 7)) == math.inf

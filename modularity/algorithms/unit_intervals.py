@@ -292,8 +292,11 @@ def _welch_df(task: _Linearised, reference: _Linearised) -> float:
     total = task.variance + reference.variance
     if total == 0:
         return math.inf
-    parts = sum(side.variance**2 / side.df for side in (task, reference) if side.variance > 0)
-    return float(total**2 / parts)
+    # In shares of the total, so tiny variances cannot underflow to a zero denominator.
+    parts = sum(
+        (side.variance / total) ** 2 / side.df for side in (task, reference) if side.variance > 0
+    )
+    return math.inf if parts == 0 else float(1 / parts)
 
 
 def _estimate(
