@@ -9,6 +9,7 @@ Keeping the sums per unit, not one mean, is what gives every reported drop its i
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,10 @@ class Evaluation(SumsLoop):
             self.sums.update(measure, unit, num, den)
 
 
+# Whether each network's LM head reproduces its logits when applied to the backbone's output.
+_SPLITS_CHECKED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
 class LMHead:
     """A causal LM split into backbone and vocabulary projection, so the projection can run
     on a few positions at a time.
@@ -193,13 +198,15 @@ class LMHead:
         if net.base_model is net or net.get_output_embeddings() is None:
             return cls(net, split=False)
         head = cls(net, split=True)
-        probe = {name: tensor[:1, :8] for name, tensor in inputs.items()}
-        with torch.no_grad():
-            expected = net(**probe).logits.float()
-            got = head.logits(head.hidden(probe)).float()
-        if got.shape == expected.shape and torch.allclose(
-            got, expected, rtol=1e-4, atol=1e-4, equal_nan=True
-        ):
+        if net not in _SPLITS_CHECKED:  # a structural fact: probed once per network
+            probe = {name: tensor[:1, :8] for name, tensor in inputs.items()}
+            with torch.no_grad():
+                expected = net(**probe).logits.float()
+                got = head.logits(head.hidden(probe)).float()
+            _SPLITS_CHECKED[net] = got.shape == expected.shape and torch.allclose(
+                got, expected, rtol=1e-4, atol=1e-4, equal_nan=True
+            )
+        if _SPLITS_CHECKED[net]:
             return head
         log.warning(
             "%s: the LM head cannot be split from the backbone (its logits differ); "
