@@ -18,7 +18,7 @@ EXPERIMENTS = group_options("experiment")
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_validates(name):
     cfg = compose_config([f"experiment={name}"], hydra=True)
-    params = cfg.hydra.sweeper.params
+    params = cfg.hydra.sweeper.params or {}  # none: a single job
     assert cfg.model.name and cfg.tasks, name
     check_config(cfg)  # every check that needs no model
     for task in cfg.tasks:

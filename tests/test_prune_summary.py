@@ -121,10 +121,11 @@ def test_each_experiments_headline_fraction_is_the_one_its_summary_reports(path)
     """The summary's headline is the lower median of the swept fractions: in every
     experiment that is the fraction it declares (``selection.fraction``, or its base's)."""
     cfg = OmegaConf.load(path)
-    declared = OmegaConf.select(cfg, "selection.fraction")
-    if declared is None:  # inherits from the experiment it extends
-        base = next(d for d in cfg.defaults if isinstance(d, str) and d.startswith("embedded"))
-        declared = OmegaConf.load(path.parent / f"{base}.yaml").selection.fraction
+    declared, extended = OmegaConf.select(cfg, "selection.fraction"), cfg
+    while declared is None:  # inherits from the experiment it extends, maybe through others
+        base = next(d for d in extended.defaults if isinstance(d, str) and d.startswith("embed"))
+        extended = OmegaConf.load(path.parent / f"{base}.yaml")
+        declared = OmegaConf.select(extended, "selection.fraction")
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     swept = params.get("selection.fraction", declared)  # no sweep: its one fraction
     fractions = pd.Series([float(f) for f in str(swept).split(",")])
