@@ -537,9 +537,9 @@ def _routed_summary(rows: pd.DataFrame) -> list[str]:
     ]
     return [
         "Routed inference: only the top-k experts of every MLP active per token (k = share x "
-        "experts). Drops from the dense model with 95% intervals (t over tasks; bootstrap over "
-        "the reference's documents); mass captured: share of held-out tokens' activation mass "
-        "in the routed experts, mean over layers.",
+        "experts). Drops from the dense model with 95% intervals (t over tasks; over the "
+        "reference's evaluation units); mass captured: share of held-out tokens' activation "
+        "mass in the routed experts, mean over layers.",
         "",
         format_markdown(table, header),
         "",

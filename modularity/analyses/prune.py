@@ -345,7 +345,7 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
 
 def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
     """Against the prune fraction, one column of panels per model and setting: above, each
-    task's effect (its top-1 drop minus its reference's) with its 95% bootstrap band and the
+    task's effect (its top-1 drop minus its reference's) with its 95% interval band and the
     mean over tasks (black); below, the drops themselves, task solid and reference dashed."""
     rows = frame[frame.metric.isin(["drop", "effect"]) & (frame.measure == "top1")]
     if rows.empty or rows.fraction.nunique() < 2:
@@ -379,7 +379,7 @@ def plot_drop_vs_fraction(frame: pd.DataFrame, path: Path) -> Path | None:
     legend_below(fig, axes[0, 0], 5)
     title(
         fig,
-        "Selective pruning: effect with 95% bootstrap intervals (bands) and mean over tasks "
-        "(black); drops below",
+        "Selective pruning: effect with 95% intervals over evaluation units (bands) and mean "
+        "over tasks (black); drops below",
     )
     return save(fig, path)

@@ -293,7 +293,8 @@ def routed_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 def quality_table(rows: pd.DataFrame, measure: str = "top1") -> pd.DataFrame:
     """Per method, router and share: the mean task drop over tasks (t-interval) and the
-    reference's drop (bootstrap interval; identical for tasks sharing a reference)."""
+    reference's drop (interval over its evaluation units; identical for tasks sharing a
+    reference)."""
     drops = routed_frame(rows[(rows.metric == "drop") & (rows.measure == measure)])
     out: list[dict[str, Any]] = []
     for (method, router, share), group in drops.groupby(["method", "router", "share"]):

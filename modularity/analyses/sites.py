@@ -4,9 +4,9 @@ attention neurons and whole heads does, and where over depth each site's task un
 Every site's statistics come from one forward per item (``Pipeline.site_statistics``). Per
 task and site: the selection of the run's ``selection.fraction`` (its ``scope`` and
 ``layers``), its split-half stability, and its effect (task drop minus reference drop) with
-95% bootstrap intervals, as ``analysis=prune`` reports them. Depth: each layer's share of
-the site's top fraction selected over all layers at once (``global``, whatever the run's
-scope, since a per-layer selection has the same count in every layer by construction), and
+95% intervals over evaluation units, as ``analysis=prune`` reports them. Depth: each layer's
+share of the site's top fraction selected over all layers at once (``global``, whatever the
+run's scope, since a per-layer selection has the same count in every layer by construction), and
 Spearman's rank correlation over layers between the MLP's shares and each attention site's
 (with a Fisher-z interval; none below ten layers). Rows name the site in ``partner``.
 """
@@ -89,9 +89,9 @@ class Sites(Analysis):
             lines += [
                 f"Sites{f' ({label})' if label else ''}: the same fraction of each site's "
                 "units removed; top-1 effect (task drop minus reference drop, pp) with 95% "
-                "bootstrap intervals; rho: Spearman correlation over layers between where a "
-                "task's MLP units and its attention units lie (global selection), 95% Fisher-z "
-                "interval (none below 10 layers).",
+                "intervals over evaluation units; rho: Spearman correlation over layers between "
+                "where a task's MLP units and its attention units lie (global selection), 95% "
+                "Fisher-z interval (none below 10 layers).",
                 "",
                 format_markdown(*site_table(group)),
                 "",

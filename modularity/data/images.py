@@ -29,7 +29,7 @@ REFERENCE_POOLS = {"reference_collect": "collect", "reference_evaluate": "evalua
 class LabelledImages:
     """Images ``[n, channels, h, w]`` float32 in [0, 1] (or PIL images from a hub dataset),
     with what the statistics need per image: ``unit``, its index in the source (the
-    bootstrap's resampling unit), and ``half`` in {0, 1} (for split-half stability)."""
+    intervals' evaluation unit), and ``half`` in {0, 1} (for split-half stability)."""
 
     images: Any
     labels: np.ndarray  # [n] int64 fine class ids

@@ -1,8 +1,8 @@
 """Pack tokenised documents into full blocks, keeping what the statistics need per block.
 
 Documents are concatenated (each followed by EOS) into ``block_size`` blocks with no padding.
-Each block also records its evaluation unit, the document it starts in, so a bootstrap can
-resample documents rather than correlated blocks, and the half of the sample that document
+Each block also records its evaluation unit, the document it starts in, so intervals take
+documents, not correlated blocks, as their units, and the half of the sample that document
 belongs to, so split-half stability can be measured from one pass.
 """
 
