@@ -9,12 +9,14 @@ directory, so the first load here always de-quantises (about 15-20 s on 2 cores)
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from modularity.algorithms.unit_intervals import MIN_UNITS
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
 from modularity.models import gguf, loading
@@ -151,4 +153,8 @@ def test_pruning_code_neurons_hurts_code_more_than_prose(
             f"{drop_code:.1f} pp, prose {drop_prose:.1f} pp, effect {effect.value:.1f} "
             f"[{effect.low:.1f}, {effect.high:.1f}]"
         )
-    assert drop_code > 5 and effect.low > 0
+    assert drop_code > 5 and effect.value > 3
+    if effect.n >= MIN_UNITS:
+        assert effect.low > 0
+    else:  # 1,024 code tokens are 2 documents: too few units for any interval to cover
+        assert math.isnan(effect.low) and math.isnan(effect.high)

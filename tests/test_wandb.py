@@ -221,5 +221,5 @@ def test_every_key_of_the_readme_dashboard_recipe_is_logged(sweep):
         for table in run["files"].rglob("*.table.json"):
             found |= set(json.loads(table.read_text())["columns"])
     keys = recipe_keys()
-    assert {"effect/top1", "fraction", "by_layer/alignment_z/balanced"} <= keys
+    assert {"effect/top1", "fraction", "by_layer/alignment_z/kmeans"} <= keys
     assert keys <= found, sorted(keys - found)

@@ -144,11 +144,10 @@ def reading_hooks(
                 read[i] = chosen[i].read(adapter, args[0])
             if len(read) == len(chosen):
                 del parts[layer]
-                units = (
-                    read[0]
-                    if len(chosen) == 1
-                    else torch.cat([read[i] for i in range(len(chosen))], -1)
-                )
+                ordered = [read[i] for i in range(len(chosen))]
+                if len({part.dim() for part in ordered}) > 1:  # OPT's MLP sees [tokens, width]
+                    ordered = [part.reshape(-1, part.shape[-1]) for part in ordered]
+                units = ordered[0] if len(ordered) == 1 else torch.cat(ordered, -1)
                 hook(layer, units)
 
         return pre_hook
