@@ -49,9 +49,9 @@ from modularity.analyses.routed_quality import (
     captured_rows,
     captured_table,
     layer_routers,
-    mlp_against_similarity,
     plot_routed_quality,
     quality_table,
+    router_comparison,
     routing_label,
 )
 from modularity.errors import ConfigError
@@ -321,6 +321,10 @@ class Moefy(Analysis):
                 for share, label in label_of.items():
                     k = experts_per_token(share, n_experts)
                     rows += evaluation.rows(label, routed_layers, k, n_experts)
+        routers = list(dict.fromkeys(r.name for r in self.routers))
+        if {"mlp", "similarity"} <= set(routers):
+            for method in labels:
+                rows += evaluation.router_difference_rows(method, "mlp", "similarity", ladder)
         n_layers = adapter.n_layers
         rows += by_depth(rows, "routing_concentration", n_layers)
         rows += by_depth(
@@ -344,8 +348,13 @@ class Moefy(Analysis):
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
-        """Alignment z by depth third per method; routed quality by method, router, share."""
-        return _alignment_summary(rows) + _routed_summary(rows)
+        """Alignment z by depth third per method; routed quality by method, router, share;
+        one section per experiment (or other swept key) when several ran on one model."""
+        lines: list[str] = []
+        for label, group in panels(rows, exclude=("run",)):
+            section = _alignment_summary(group) + _routed_summary(group)
+            lines += [f"{label}:", "", *section] if label and section else section
+        return lines
 
     @classmethod
     def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
@@ -543,7 +552,7 @@ def _routed_summary(rows: pd.DataFrame) -> list[str]:
         "",
         format_markdown(table, header),
         "",
-        *mlp_against_similarity(captured, loss),
+        *router_comparison(rows, captured),
     ]
 
 

@@ -26,13 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modularity.algorithms import unit_intervals
 from modularity.algorithms.coactivation import CoactivationCounts
 from modularity.algorithms.set_overlap import layer_groups
 from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Row
-from modularity.analyses.effects import effect_rows
+from modularity.analyses.effects import SIDES, effect_rows, estimate_row, metric_sums
 from modularity.evaluate import UnitSums, evaluate
 from modularity.figures import CLUSTERING_STYLE, plt, save
+from modularity.outputs import format_markdown
 from modularity.pipeline import DataSpec, Pipeline
 from modularity.routing.hooks import RoutedLayer, routed
 from modularity.routing.routers import (
@@ -158,6 +160,13 @@ class TaskSides:
     baseline: dict[str, UnitSums]
     selected: torch.Tensor  # [layers, neurons] bool, its selective-pruning set
 
+    def pair(self, sums: dict[tuple[str, str], UnitSums]) -> dict[str, UnitSums]:
+        """The task's and its reference's sums among ``sums`` (keyed by split, against)."""
+        return {
+            "task": sums[(self.task.name, self.reference.name)],
+            "reference": sums[(self.reference.name, self.reference.name)],
+        }
+
 
 @dataclass
 class RoutedEvaluation:
@@ -169,6 +178,8 @@ class RoutedEvaluation:
     verdicts: VerdictConfig
     sums: dict[tuple[str, str], UnitSums] = field(default_factory=dict)
     usage: dict[tuple[str, str], dict[int, torch.Tensor]] = field(default_factory=dict)
+    # The sums of every routing configuration evaluated, by label: routers compared paired.
+    kept: dict[str, dict[tuple[str, str], UnitSums]] = field(default_factory=dict)
 
     def _evaluate(self, spec: DataSpec, against: DataSpec, layers: dict, k: int) -> None:
         key = (spec.name, against.name)
@@ -199,16 +210,45 @@ class RoutedEvaluation:
             else:
                 self._evaluate(sides.task, sides.reference, layers, k)
                 self._evaluate(sides.reference, sides.reference, layers, k)
-                after = {
-                    "task": self.sums[(sides.task.name, sides.reference.name)],
-                    "reference": self.sums[(sides.reference.name, sides.reference.name)],
-                }
+                after = sides.pair(self.sums)
             effects = effect_rows(sides.name, sides.baseline, after, self.verdicts)
             rows += [tagged(r, label) for r in effects]
             if k < n_experts:
                 task_use = self.usage[(sides.task.name, sides.reference.name)]
                 reference_use = self.usage[(sides.reference.name, sides.reference.name)]
                 rows += usage_rows(sides, label, layers, task_use, reference_use, k, n_experts)
+        self.kept[label] = dict(self.sums)
+        return rows
+
+    def router_difference_rows(
+        self, method: str, router: str, against: str, shares: list[float]
+    ) -> list[Row]:
+        """``router``'s drop minus ``against``'s at equal k, per task and side and measure,
+        paired over the same held-out evaluation units (95% CR2 interval): below 0 where
+        ``router`` loses less. Only shares both were evaluated at below all experts."""
+        rows: list[Row] = []
+        for share in shares:
+            ours, theirs = (
+                routing_label(method, router, share),
+                routing_label(method, against, share),
+            )
+            if ours not in self.kept or theirs not in self.kept or not self.kept[ours]:
+                continue
+            label = routing_label(method, f"{router}-{against}", share)
+            for sides in self.tasks:
+                first, second = sides.pair(self.kept[theirs]), sides.pair(self.kept[ours])
+                for side in SIDES:
+                    for measure in first[side].num:
+                        kind = "loss" if measure == "loss" else "accuracy"
+                        estimate = unit_intervals.drop(
+                            metric_sums(first[side], measure),
+                            metric_sums(second[side], measure),
+                            kind,
+                        ).absolute
+                        where = {"task": sides.name, "variant": side, "measure": measure}
+                        rows.append(
+                            tagged(estimate_row("router_difference", estimate, **where), label)
+                        )
         return rows
 
 
@@ -327,27 +367,72 @@ def captured_table(rows: pd.DataFrame) -> pd.DataFrame:
     return captured.groupby(["method", "router", "share"]).value.mean().reset_index()
 
 
-def mlp_against_similarity(captured: pd.DataFrame, loss: pd.DataFrame) -> list[str]:
-    """Does the trained router beat similarity at equal k on held-out tokens? Counted over
-    (method, k < all) on the captured activation mass and on the reference's loss rise."""
-    if captured.empty or loss.empty:
+def router_comparison(rows: pd.DataFrame, captured: pd.DataFrame) -> list[str]:
+    """Does the trained router beat similarity at equal k on held-out tokens? From the
+    ``router_difference`` rows (the MLP router's drop minus similarity's, paired over the
+    same evaluation units, which no router saw), one table row per method, k and evaluation
+    split, and a count of where the loss interval lies below 0, above it, or across it."""
+    diff = rows[rows.metric == "router_difference"]
+    if diff.empty:
         return []
-    mass = captured.pivot_table(index=["method", "share"], columns="router", values="value")
-    rise = loss.assign(value=[r[0] for r in loss.reference]).pivot_table(
-        index=["method", "share"], columns="router", values="value"
+    diff = routed_frame(diff)
+    mass = (
+        captured.pivot_table(index=["method", "share"], columns="router", values="value")
+        if not captured.empty
+        else pd.DataFrame()
     )
-    if not {"mlp", "similarity"} <= set(mass.columns) & set(rise.columns):
-        return []
-    mass, rise = mass[mass.index.get_level_values("share") < 1], rise.loc[mass.index]
-    more_mass = int((mass.mlp > mass.similarity).sum())
-    less_loss = int((rise.mlp < rise.similarity).sum())
-    return [
-        "Trained MLP router against similarity at equal k, held-out tokens: it captures more "
-        f"activation mass in {more_mass} of {len(mass)} (method, k) cases (mean "
-        f"{mass.mlp.mean():.3f} vs {mass.similarity.mean():.3f}) and raises the reference's "
-        f"loss less in {less_loss} of {len(rise)} (mean rise {rise.mlp.mean():.3f} vs "
-        f"{rise.similarity.mean():.3f} nats)."
+    cells = {(r.method, r.share, r.task, r.variant, r.measure): r for r in diff.itertuples()}
+    keys = sorted(
+        {(m, s, t, v) for m, s, t, v, _ in cells}, key=lambda k: (k[0], k[1], k[2], k[3] != "task")
+    )
+    table, verdicts = [], {"below": 0, "above": 0, "across": 0}
+    for method, share, task, side in keys:
+        loss = cells.get((method, share, task, side, "loss"))
+        top1 = cells.get((method, share, task, side, "top1"))
+        if loss is not None and loss.low == loss.low:
+            where = "below" if loss.high < 0 else "above" if loss.low > 0 else "across"
+            verdicts[where] += 1
+        captured_pair = "–"
+        if {"mlp", "similarity"} <= set(mass.columns) and (method, share) in mass.index:
+            m = mass.loc[(method, share)]
+            captured_pair = f"{m.mlp:.3f} / {m.similarity:.3f}"
+        table.append(
+            [
+                method,
+                f"{share:g}",
+                task if side == "task" else f"{task}'s reference",
+                _interval(top1, 1),
+                _interval(loss, 3),
+                captured_pair,
+            ]
+        )
+    header = [
+        "experts",
+        "share of FFN active",
+        "evaluation split",
+        "top-1 drop, mlp - similarity (pp)",
+        "loss rise, mlp - similarity (nats)",
+        "mass captured, mlp / similarity",
     ]
+    total = sum(verdicts.values())
+    return [
+        "Trained MLP router against similarity at equal k, on held-out evaluation splits: "
+        "the MLP router's drop minus similarity's, paired over the same evaluation units "
+        "(95% interval; below 0: the MLP router loses less). Its loss interval lies below 0 "
+        f"in {verdicts['below']} of {total} cases, above 0 in {verdicts['above']}, and "
+        f"includes 0 in {verdicts['across']}.",
+        "",
+        format_markdown(table, header),
+        "",
+    ]
+
+
+def _interval(row: Any, digits: int) -> str:
+    if row is None or row.value != row.value:
+        return "–"
+    if row.low != row.low:
+        return f"{row.value:+.{digits}f}"
+    return f"{row.value:+.{digits}f} [{row.low:+.{digits}f}, {row.high:+.{digits}f}]"
 
 
 ROUTER_STYLE = {"similarity": ("-", "o"), "mlp": ("--", "s"), "oracle": (":", "^")}
