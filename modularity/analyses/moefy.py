@@ -47,11 +47,10 @@ from modularity.analyses.routed_quality import (
     TaskSides,
     by_depth,
     captured_rows,
-    captured_table,
     layer_routers,
     plot_routed_quality,
     quality_table,
-    router_comparison,
+    routed_summary,
     routing_label,
 )
 from modularity.errors import ConfigError
@@ -352,7 +351,7 @@ class Moefy(Analysis):
         one section per experiment (or other swept key) when several ran on one model."""
         lines: list[str] = []
         for label, group in panels(rows, exclude=("run",)):
-            section = _alignment_summary(group) + _routed_summary(group)
+            section = _alignment_summary(group) + routed_summary(group)
             lines += [f"{label}:", "", *section] if label and section else section
         return lines
 
@@ -497,62 +496,6 @@ def _alignment_summary(rows: pd.DataFrame) -> list[str]:
         "",
         format_markdown(table, ["experts", *depths]),
         "",
-    ]
-
-
-def _triple(values: tuple[float, float, float], digits: int = 1) -> str:
-    mean, low, high = values
-    if mean != mean:
-        return "–"
-    if low != low:
-        return f"{mean:+.{digits}f}"
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
-
-
-def _routed_summary(rows: pd.DataFrame) -> list[str]:
-    top1, loss = quality_table(rows, "top1"), quality_table(rows, "loss")
-    if top1.empty:
-        return []
-    captured = captured_table(rows)
-    mass = (
-        {(r.method, r.router, r.share): r.value for r in captured.itertuples()}
-        if not captured.empty
-        else {}
-    )
-    losses = {(r.method, r.router, r.share): r for r in loss.itertuples()}
-    table = []
-    for r in top1.itertuples():
-        key = (r.method, r.router, r.share)
-        entry = losses.get(key)
-        table.append(
-            [
-                r.method,
-                r.router,
-                f"{r.share:g}",
-                f"{mass[key]:.3f}" if key in mass else "–",
-                _triple(r.task),
-                _triple(r.reference),
-                _triple(entry.reference, 3) if entry is not None else "–",
-            ]
-        )
-    header = [
-        "experts",
-        "router",
-        "share of FFN active",
-        "mass captured (held out)",
-        "task top-1 drop (pp), mean over tasks",
-        "reference top-1 drop (pp)",
-        "reference loss rise (nats)",
-    ]
-    return [
-        "Routed inference: only the top-k experts of every MLP active per token (k = share x "
-        "experts). Drops from the dense model with 95% intervals (t over tasks; over the "
-        "reference's evaluation units); mass captured: share of held-out tokens' activation "
-        "mass in the routed experts, mean over layers.",
-        "",
-        format_markdown(table, header),
-        "",
-        *router_comparison(rows, captured),
     ]
 
 

@@ -367,7 +367,114 @@ def captured_table(rows: pd.DataFrame) -> pd.DataFrame:
     return captured.groupby(["method", "router", "share"]).value.mean().reset_index()
 
 
-def router_comparison(rows: pd.DataFrame, captured: pd.DataFrame) -> list[str]:
+ROUTER_ORDER = {"similarity": 0, "mlp": 1, "oracle": 2}
+
+
+def _order(method: str, router: str, share: float) -> tuple:
+    return (method, ROUTER_ORDER.get(router, len(ROUTER_ORDER)), router, share)
+
+
+def routed_summary(rows: pd.DataFrame) -> list[str]:
+    """``summary.md``'s routed inference: the quality curve per evaluation split, which
+    experts each task uses by depth, and the trained router against similarity."""
+    return curve_summary(rows) + usage_summary(rows) + router_comparison(rows)
+
+
+def curve_summary(rows: pd.DataFrame) -> list[str]:
+    """One table row per method, router, share below all and evaluation split: top-1 drop,
+    the share of the dense top-1 kept and the loss rise, each with its 95% interval."""
+    wanted = rows.metric.isin(["drop", "relative_drop"]) & rows.measure.isin(["top1", "loss"])
+    drops = routed_frame(rows[wanted])
+    drops = drops[drops.share < 1]
+    if drops.empty:
+        return []
+    captured = captured_table(rows)
+    mass = {(r.method, r.router, r.share): r.value for r in captured.itertuples()}
+    cell = {
+        (r.method, r.router, r.share, r.task, r.variant, r.metric, r.measure): r
+        for r in drops.itertuples()
+    }
+    keys = sorted({k[:5] for k in cell}, key=lambda k: (*_order(*k[:3]), k[3], k[4] != "task"))
+    table = []
+    for method, router, share, task, side in keys:
+        at = (method, router, share, task, side)
+        table.append(
+            [
+                method,
+                router,
+                f"{share:g}",
+                f"{mass[at[:3]]:.3f}" if at[:3] in mass else "–",
+                task if side == "task" else f"{task}'s reference",
+                _interval(cell.get((*at, "drop", "top1")), 1),
+                _kept(cell.get((*at, "relative_drop", "top1"))),
+                _interval(cell.get((*at, "drop", "loss")), 3),
+            ]
+        )
+    header = [
+        "experts",
+        "router",
+        "share of FFN active",
+        "mass captured (held out)",
+        "evaluation split",
+        "top-1 drop (pp)",
+        "dense top-1 kept (%)",
+        "loss rise (nats)",
+    ]
+    return [
+        "Routed inference: only the top-k experts of every MLP active per token (k = share x "
+        "experts; with all of them the model is the dense one, exactly). Drops from the dense "
+        "model on each evaluation split, 95% intervals over its evaluation units; mass "
+        "captured: the share of held-out tokens' activation mass in the routed experts, mean "
+        "over layers.",
+        "",
+        format_markdown(table, header),
+        "",
+    ]
+
+
+def usage_summary(rows: pd.DataFrame) -> list[str]:
+    """Per routing configuration and depth third: how concentrated the tasks' routing is,
+    and how much more of their pruning sets lies in their preferred experts than chance."""
+    metrics = {
+        "routing_concentration_by_depth": "concentration",
+        "pruning_set_in_task_experts_by_depth_minus_chance": "pruning set in task experts - chance",
+    }
+    depth = routed_frame(rows[rows.metric.isin(metrics)])
+    if depth.empty:
+        return []
+    thirds = [d for d in ("early", "middle", "late", "all") if d in set(depth.layer)]
+    cell = {(r.method, r.router, r.share, r.metric, r.layer): r for r in depth.itertuples()}
+    configs = sorted({k[:3] for k in cell}, key=lambda k: _order(*k))
+    table = [
+        [
+            m,
+            r,
+            f"{s:g}",
+            *(_interval(cell.get((m, r, s, metric, d)), 3) for metric in metrics for d in thirds),
+        ]
+        for m, r, s in configs
+    ]
+    header = [
+        "experts",
+        "router",
+        "share",
+        *(f"{name}, {d}" for name in metrics.values() for d in thirds),
+    ]
+    tasks = int(depth.n.max())
+    return [
+        "Which experts each task routes to, by depth third (mean over "
+        f"{tasks} task{'s' if tasks != 1 else ''}, 95% t-interval over tasks from 3): "
+        "concentration, 1 - entropy / log E of the share of routings each expert receives "
+        "(0 uniform, 1 one expert); and the share of the task's selective-pruning set inside "
+        "the k experts it prefers most over its reference, minus the share of neurons those "
+        "experts hold (0: no more than chance).",
+        "",
+        format_markdown(table, header),
+        "",
+    ]
+
+
+def router_comparison(rows: pd.DataFrame) -> list[str]:
     """Does the trained router beat similarity at equal k on held-out tokens? From the
     ``router_difference`` rows (the MLP router's drop minus similarity's, paired over the
     same evaluation units, which no router saw), one table row per method, k and evaluation
@@ -376,6 +483,7 @@ def router_comparison(rows: pd.DataFrame, captured: pd.DataFrame) -> list[str]:
     if diff.empty:
         return []
     diff = routed_frame(diff)
+    captured = captured_table(rows)
     mass = (
         captured.pivot_table(index=["method", "share"], columns="router", values="value")
         if not captured.empty
@@ -418,13 +526,23 @@ def router_comparison(rows: pd.DataFrame, captured: pd.DataFrame) -> list[str]:
     return [
         "Trained MLP router against similarity at equal k, on held-out evaluation splits: "
         "the MLP router's drop minus similarity's, paired over the same evaluation units "
-        "(95% interval; below 0: the MLP router loses less). Its loss interval lies below 0 "
-        f"in {verdicts['below']} of {total} cases, above 0 in {verdicts['above']}, and "
-        f"includes 0 in {verdicts['across']}.",
+        "(95% interval; below 0: the MLP router loses less). Of the "
+        f"{total} cases with an interval, its loss interval lies below 0 in "
+        f"{verdicts['below']}, above 0 in {verdicts['above']}, and includes 0 in "
+        f"{verdicts['across']}.",
         "",
         format_markdown(table, header),
         "",
     ]
+
+
+def _kept(row: Any) -> str:
+    """The share of the dense value kept, in %, from a relative drop row (in %)."""
+    if row is None or row.value != row.value:
+        return "–"
+    if row.low != row.low:
+        return f"{100 - row.value:.1f}"
+    return f"{100 - row.value:.1f} [{100 - row.high:.1f}, {100 - row.low:.1f}]"
 
 
 def _interval(row: Any, digits: int) -> str:
