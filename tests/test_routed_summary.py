@@ -82,3 +82,13 @@ def test_two_experiments_on_one_model_get_a_section_each():
     text = "\n".join(Moefy.summary(pd.concat([one, two], ignore_index=True)))
     assert "experiment=a:" in text and "experiment=b:" in text
     assert text.index("+20.0 [") < text.index("experiment=b:") < text.index("+10.0 [")
+
+
+def test_the_curve_keeps_a_single_tasks_own_interval_and_averages_several():
+    from modularity.analyses.routed_quality import quality_table
+
+    one = quality_table(frame(curve_rows("mlp", 20.0, 1.0)))
+    assert one.task.iloc[0] == (20.0, 18.0, 22.0) and one.reference.iloc[0] == (20.0, 18.0, 22.0)
+    other = [Row(**{**r.__dict__, "task": "code"}) for r in curve_rows("mlp", 30.0, 1.0)]
+    both = quality_table(frame([*curve_rows("mlp", 20.0, 1.0), *other])).task.iloc[0]
+    assert both[0] == 25.0 and both[1] < 20.0 < 30.0 < both[2]  # t over two tasks

@@ -332,31 +332,32 @@ def routed_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_table(rows: pd.DataFrame, measure: str = "top1") -> pd.DataFrame:
-    """Per method, router and share: the mean task drop over tasks (t-interval) and the
-    reference's drop (interval over its evaluation units; identical for tasks sharing a
-    reference)."""
+    """Per method, router and share: the task drop and the reference's, each with its own
+    interval over evaluation units where there is one (a single task; a reference every
+    task shares), else the mean over tasks with a t-interval over them."""
     drops = routed_frame(rows[(rows.metric == "drop") & (rows.measure == measure)])
     out: list[dict[str, Any]] = []
     for (method, router, share), group in drops.groupby(["method", "router", "share"]):
         task = group[group.variant == "task"]
-        mean, low, high = mean_interval(task.value.to_numpy())
-        reference = group[group.variant == "reference"]
-        if reference.value.nunique() == 1:  # one reference shared by every task
-            first = reference.iloc[0]
-            reference_interval = (first.value, first.low, first.high)
-        else:
-            reference_interval = mean_interval(reference.value.to_numpy())
         out.append(
             {
                 "method": method,
                 "router": router,
                 "share": share,
-                "task": (mean, low, high),
-                "reference": reference_interval,
+                "task": _pooled(task),
+                "reference": _pooled(group[group.variant == "reference"]),
                 "tasks": len(task),
             }
         )
     return pd.DataFrame(out)
+
+
+def _pooled(side: pd.DataFrame) -> tuple[float, float, float]:
+    """One split's drop with its own interval, or the mean of several with a t-interval."""
+    if len(side.drop_duplicates(["value", "low", "high"])) == 1:
+        first = side.iloc[0]
+        return (first.value, first.low, first.high)
+    return mean_interval(side.value.to_numpy())
 
 
 def captured_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -564,7 +565,7 @@ def plot_routed_quality(
     (style), 95% bands."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels_of = (
-        (axes[0], top1, "task", "task top-1 drop (pp), mean over tasks"),
+        (axes[0], top1, "task", "task top-1 drop (pp); several: their mean"),
         (axes[1], top1, "reference", "reference top-1 drop (pp)"),
         (axes[2], loss, "reference", "reference loss rise (nats)"),
     )
