@@ -489,10 +489,15 @@ def _alignment_summary(rows: pd.DataFrame) -> list[str]:
     for method, group in rows.groupby("variant"):
         by = {r.layer: r for r in group.itertuples()}
         table.append([method, *(format_interval(by.get(d), 1) for d in depths)])
+    tasks = int(rows.n.max())
+    over = (
+        "one task by depth third (no interval)"
+        if tasks == 1
+        else f"mean over {tasks} tasks by depth third, 95% t-interval"
+    )
     return [
         "MoEfication: how concentrated each task's neurons are in its top expert, as z "
-        f"against random sets of the same size; mean over {int(rows.n.max())} tasks by "
-        "depth third, 95% t-interval:",
+        f"against random sets of the same size; {over}:",
         "",
         format_markdown(table, ["experts", *depths]),
         "",
