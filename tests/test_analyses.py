@@ -269,3 +269,16 @@ def test_moefy_routes_every_router_and_reports_quality_with_intervals(make_cfg):
     assert ((usage.value >= 0) & (usage.value <= 1)).all() and set(usage.task) == {"code", "prose"}
     overlap = rows[rows.metric == "pruning_set_in_task_experts_by_depth_minus_chance"]
     assert set(overlap.partner) == {c for c in configs if c.endswith("@0.25")}
+    # The MLP router against similarity, paired on the same units: its drop minus theirs.
+    compared = rows[rows.metric == "router_difference"]
+    assert set(compared.partner) == {"coactivation/mlp-similarity@0.25"}  # not at k = all
+    assert len(compared) == 2 * 2 * compared.measure.nunique()  # tasks x sides x measures
+    every = rows[rows.metric == "drop"].set_index(["partner", "task", "variant", "measure"]).value
+    for r in compared.itertuples():
+        mlp, similarity = (
+            every[(f"coactivation/{router}@0.25", r.task, r.variant, r.measure)]
+            for router in ("mlp", "similarity")
+        )
+        assert r.value == pytest.approx(mlp - similarity, abs=1e-9)
+        if r.low == r.low:
+            assert r.low <= r.value <= r.high

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from modularity.config import compose_config, group_options, load_task_config
-from modularity.default import PLANS, Experiment, run_plan, sweep_jobs
+from modularity.default import PLANS, Experiment, experiment_jobs, run_plan, sweep_jobs
 from modularity.validate import check_config
 
 EXPERIMENTS = group_options("experiment")
@@ -94,3 +94,14 @@ def test_launchers_compose(launcher, target):
     assert target in cfg.hydra.launcher._target_.lower()
     if launcher == "slurm":
         assert cfg.hydra.launcher.gpus_per_node == 1
+
+
+def test_make_run_routes_smollm2_through_every_router_on_the_ladder(tmp_path):
+    plan = {e.name: e for e in PLANS["default"]}
+    jobs = experiment_jobs(plan["embedded_smollm2_moe"], tmp_path, [])
+    assert [out.name for _, out in jobs] == ["moefy"]  # routing only, no pruning sweep
+    cfg = compose_config(jobs[0][0])
+    assert list(cfg.analysis.routers) == ["similarity", "mlp", "oracle"]
+    assert list(cfg.analysis.ladder) == [0.125, 0.25, 0.5, 1.0]
+    assert {"kmeans", "random"} <= set(cfg.analysis.methods)
+    check_config(cfg)

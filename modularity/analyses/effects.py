@@ -18,11 +18,14 @@ from modularity.verdicts import VerdictConfig, null_margin, selection_flag, verd
 SIDES = ("task", "reference")
 
 
-def _sums(sums: UnitSums, measure: str) -> unit_intervals.MetricSums:
+def metric_sums(sums: UnitSums, measure: str) -> unit_intervals.MetricSums:
+    """One measure's per-unit numerators and denominators, as the intervals take them."""
     return unit_intervals.MetricSums(sums.num[measure].numpy(), sums.den[measure].numpy())
 
 
-def _row(metric: str, est: unit_intervals.Estimate, scale: float = 1.0, **where: str) -> Row:
+def estimate_row(
+    metric: str, est: unit_intervals.Estimate, scale: float = 1.0, **where: str
+) -> Row:
     return Row(
         metric=metric,
         value=est.value * scale,
@@ -48,17 +51,20 @@ def effect_rows(
     rows: list[Row] = []
     for measure in after["task"].num:  # computed now, so in the loop's order
         kind = "loss" if measure == "loss" else "accuracy"
-        sums = {side: (_sums(before[side], measure), _sums(after[side], measure)) for side in SIDES}
+        sums = {
+            side: (metric_sums(before[side], measure), metric_sums(after[side], measure))
+            for side in SIDES
+        }
         relative = {}
         for side, (b, a) in sums.items():
             where = {"task": task, "measure": measure, "variant": side}
             rows.append(Row("before", b.value, n=float(b.n_units), **where))
             rows.append(Row("after", a.value, n=float(a.n_units), **where))
             drop = unit_intervals.drop(b, a, kind)
-            rows.append(_row("drop", drop.absolute, **where))
+            rows.append(estimate_row("drop", drop.absolute, **where))
             if drop.relative.value == drop.relative.value:  # defined where before > 0
                 relative[side] = drop.relative
-                rows.append(_row("relative_drop", drop.relative, 100.0, **where))
+                rows.append(estimate_row("relative_drop", drop.relative, 100.0, **where))
         effect = unit_intervals.drop_difference(*sums["task"], *sums["reference"], kind)
         where = {"task": task, "measure": measure, "variant": "task-reference"}
         margin = null_margin(verdicts, measure)

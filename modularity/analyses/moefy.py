@@ -47,11 +47,10 @@ from modularity.analyses.routed_quality import (
     TaskSides,
     by_depth,
     captured_rows,
-    captured_table,
     layer_routers,
-    mlp_against_similarity,
     plot_routed_quality,
     quality_table,
+    routed_summary,
     routing_label,
 )
 from modularity.errors import ConfigError
@@ -321,6 +320,10 @@ class Moefy(Analysis):
                 for share, label in label_of.items():
                     k = experts_per_token(share, n_experts)
                     rows += evaluation.rows(label, routed_layers, k, n_experts)
+        routers = list(dict.fromkeys(r.name for r in self.routers))
+        if {"mlp", "similarity"} <= set(routers):
+            for method in labels:
+                rows += evaluation.router_difference_rows(method, "mlp", "similarity", ladder)
         n_layers = adapter.n_layers
         rows += by_depth(rows, "routing_concentration", n_layers)
         rows += by_depth(
@@ -344,8 +347,13 @@ class Moefy(Analysis):
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:
-        """Alignment z by depth third per method; routed quality by method, router, share."""
-        return _alignment_summary(rows) + _routed_summary(rows)
+        """Alignment z by depth third per method; routed quality by method, router, share;
+        one section per experiment (or other swept key) when several ran on one model."""
+        lines: list[str] = []
+        for label, group in panels(rows, exclude=("run",)):
+            section = _alignment_summary(group) + routed_summary(group)
+            lines += [f"{label}:", "", *section] if label and section else section
+        return lines
 
     @classmethod
     def figures(cls, rows: pd.DataFrame, out: Path) -> list[Path]:
@@ -481,69 +489,18 @@ def _alignment_summary(rows: pd.DataFrame) -> list[str]:
     for method, group in rows.groupby("variant"):
         by = {r.layer: r for r in group.itertuples()}
         table.append([method, *(format_interval(by.get(d), 1) for d in depths)])
+    tasks = int(rows.n.max())
+    over = (
+        "one task by depth third (no interval)"
+        if tasks == 1
+        else f"mean over {tasks} tasks by depth third, 95% t-interval"
+    )
     return [
         "MoEfication: how concentrated each task's neurons are in its top expert, as z "
-        f"against random sets of the same size; mean over {int(rows.n.max())} tasks by "
-        "depth third, 95% t-interval:",
+        f"against random sets of the same size; {over}:",
         "",
         format_markdown(table, ["experts", *depths]),
         "",
-    ]
-
-
-def _triple(values: tuple[float, float, float], digits: int = 1) -> str:
-    mean, low, high = values
-    if mean != mean:
-        return "–"
-    if low != low:
-        return f"{mean:+.{digits}f}"
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
-
-
-def _routed_summary(rows: pd.DataFrame) -> list[str]:
-    top1, loss = quality_table(rows, "top1"), quality_table(rows, "loss")
-    if top1.empty:
-        return []
-    captured = captured_table(rows)
-    mass = (
-        {(r.method, r.router, r.share): r.value for r in captured.itertuples()}
-        if not captured.empty
-        else {}
-    )
-    losses = {(r.method, r.router, r.share): r for r in loss.itertuples()}
-    table = []
-    for r in top1.itertuples():
-        key = (r.method, r.router, r.share)
-        entry = losses.get(key)
-        table.append(
-            [
-                r.method,
-                r.router,
-                f"{r.share:g}",
-                f"{mass[key]:.3f}" if key in mass else "–",
-                _triple(r.task),
-                _triple(r.reference),
-                _triple(entry.reference, 3) if entry is not None else "–",
-            ]
-        )
-    header = [
-        "experts",
-        "router",
-        "share of FFN active",
-        "mass captured (held out)",
-        "task top-1 drop (pp), mean over tasks",
-        "reference top-1 drop (pp)",
-        "reference loss rise (nats)",
-    ]
-    return [
-        "Routed inference: only the top-k experts of every MLP active per token (k = share x "
-        "experts). Drops from the dense model with 95% intervals (t over tasks; over the "
-        "reference's evaluation units); mass captured: share of held-out tokens' activation "
-        "mass in the routed experts, mean over layers.",
-        "",
-        format_markdown(table, header),
-        "",
-        *mlp_against_similarity(captured, loss),
     ]
 
 

@@ -26,13 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modularity.algorithms import unit_intervals
 from modularity.algorithms.coactivation import CoactivationCounts
 from modularity.algorithms.set_overlap import layer_groups
 from modularity.algorithms.t_interval import mean_interval
 from modularity.analyses.base import Row
-from modularity.analyses.effects import effect_rows
+from modularity.analyses.effects import SIDES, effect_rows, estimate_row, metric_sums
 from modularity.evaluate import UnitSums, evaluate
 from modularity.figures import CLUSTERING_STYLE, plt, save
+from modularity.outputs import format_markdown
 from modularity.pipeline import DataSpec, Pipeline
 from modularity.routing.hooks import RoutedLayer, routed
 from modularity.routing.routers import (
@@ -158,6 +160,13 @@ class TaskSides:
     baseline: dict[str, UnitSums]
     selected: torch.Tensor  # [layers, neurons] bool, its selective-pruning set
 
+    def pair(self, sums: dict[tuple[str, str], UnitSums]) -> dict[str, UnitSums]:
+        """The task's and its reference's sums among ``sums`` (keyed by split, against)."""
+        return {
+            "task": sums[(self.task.name, self.reference.name)],
+            "reference": sums[(self.reference.name, self.reference.name)],
+        }
+
 
 @dataclass
 class RoutedEvaluation:
@@ -169,6 +178,8 @@ class RoutedEvaluation:
     verdicts: VerdictConfig
     sums: dict[tuple[str, str], UnitSums] = field(default_factory=dict)
     usage: dict[tuple[str, str], dict[int, torch.Tensor]] = field(default_factory=dict)
+    # The sums of every routing configuration evaluated, by label: routers compared paired.
+    kept: dict[str, dict[tuple[str, str], UnitSums]] = field(default_factory=dict)
 
     def _evaluate(self, spec: DataSpec, against: DataSpec, layers: dict, k: int) -> None:
         key = (spec.name, against.name)
@@ -199,16 +210,45 @@ class RoutedEvaluation:
             else:
                 self._evaluate(sides.task, sides.reference, layers, k)
                 self._evaluate(sides.reference, sides.reference, layers, k)
-                after = {
-                    "task": self.sums[(sides.task.name, sides.reference.name)],
-                    "reference": self.sums[(sides.reference.name, sides.reference.name)],
-                }
+                after = sides.pair(self.sums)
             effects = effect_rows(sides.name, sides.baseline, after, self.verdicts)
             rows += [tagged(r, label) for r in effects]
             if k < n_experts:
                 task_use = self.usage[(sides.task.name, sides.reference.name)]
                 reference_use = self.usage[(sides.reference.name, sides.reference.name)]
                 rows += usage_rows(sides, label, layers, task_use, reference_use, k, n_experts)
+        self.kept[label] = dict(self.sums)
+        return rows
+
+    def router_difference_rows(
+        self, method: str, router: str, against: str, shares: list[float]
+    ) -> list[Row]:
+        """``router``'s drop minus ``against``'s at equal k, per task and side and measure,
+        paired over the same held-out evaluation units (95% CR2 interval): below 0 where
+        ``router`` loses less. Only shares both were evaluated at below all experts."""
+        rows: list[Row] = []
+        for share in shares:
+            ours, theirs = (
+                routing_label(method, router, share),
+                routing_label(method, against, share),
+            )
+            if ours not in self.kept or theirs not in self.kept or not self.kept[ours]:
+                continue
+            label = routing_label(method, f"{router}-{against}", share)
+            for sides in self.tasks:
+                first, second = sides.pair(self.kept[theirs]), sides.pair(self.kept[ours])
+                for side in SIDES:
+                    for measure in first[side].num:
+                        kind = "loss" if measure == "loss" else "accuracy"
+                        estimate = unit_intervals.drop(
+                            metric_sums(first[side], measure),
+                            metric_sums(second[side], measure),
+                            kind,
+                        ).absolute
+                        where = {"task": sides.name, "variant": side, "measure": measure}
+                        rows.append(
+                            tagged(estimate_row("router_difference", estimate, **where), label)
+                        )
         return rows
 
 
@@ -292,31 +332,32 @@ def routed_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def quality_table(rows: pd.DataFrame, measure: str = "top1") -> pd.DataFrame:
-    """Per method, router and share: the mean task drop over tasks (t-interval) and the
-    reference's drop (interval over its evaluation units; identical for tasks sharing a
-    reference)."""
+    """Per method, router and share: the task drop and the reference's, each with its own
+    interval over evaluation units where there is one (a single task; a reference every
+    task shares), else the mean over tasks with a t-interval over them."""
     drops = routed_frame(rows[(rows.metric == "drop") & (rows.measure == measure)])
     out: list[dict[str, Any]] = []
     for (method, router, share), group in drops.groupby(["method", "router", "share"]):
         task = group[group.variant == "task"]
-        mean, low, high = mean_interval(task.value.to_numpy())
-        reference = group[group.variant == "reference"]
-        if reference.value.nunique() == 1:  # one reference shared by every task
-            first = reference.iloc[0]
-            reference_interval = (first.value, first.low, first.high)
-        else:
-            reference_interval = mean_interval(reference.value.to_numpy())
         out.append(
             {
                 "method": method,
                 "router": router,
                 "share": share,
-                "task": (mean, low, high),
-                "reference": reference_interval,
+                "task": _pooled(task),
+                "reference": _pooled(group[group.variant == "reference"]),
                 "tasks": len(task),
             }
         )
     return pd.DataFrame(out)
+
+
+def _pooled(side: pd.DataFrame) -> tuple[float, float, float]:
+    """One split's drop with its own interval, or the mean of several with a t-interval."""
+    if len(side.drop_duplicates(["value", "low", "high"])) == 1:
+        first = side.iloc[0]
+        return (first.value, first.low, first.high)
+    return mean_interval(side.value.to_numpy())
 
 
 def captured_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -327,27 +368,190 @@ def captured_table(rows: pd.DataFrame) -> pd.DataFrame:
     return captured.groupby(["method", "router", "share"]).value.mean().reset_index()
 
 
-def mlp_against_similarity(captured: pd.DataFrame, loss: pd.DataFrame) -> list[str]:
-    """Does the trained router beat similarity at equal k on held-out tokens? Counted over
-    (method, k < all) on the captured activation mass and on the reference's loss rise."""
-    if captured.empty or loss.empty:
+ROUTER_ORDER = {"similarity": 0, "mlp": 1, "oracle": 2}
+
+
+def _order(method: str, router: str, share: float) -> tuple:
+    return (method, ROUTER_ORDER.get(router, len(ROUTER_ORDER)), router, share)
+
+
+def routed_summary(rows: pd.DataFrame) -> list[str]:
+    """``summary.md``'s routed inference: the quality curve per evaluation split, which
+    experts each task uses by depth, and the trained router against similarity."""
+    return curve_summary(rows) + usage_summary(rows) + router_comparison(rows)
+
+
+def curve_summary(rows: pd.DataFrame) -> list[str]:
+    """One table row per method, router, share below all and evaluation split: top-1 drop,
+    the share of the dense top-1 kept and the loss rise, each with its 95% interval."""
+    wanted = rows.metric.isin(["drop", "relative_drop"]) & rows.measure.isin(["top1", "loss"])
+    drops = routed_frame(rows[wanted])
+    drops = drops[drops.share < 1]
+    if drops.empty:
         return []
-    mass = captured.pivot_table(index=["method", "share"], columns="router", values="value")
-    rise = loss.assign(value=[r[0] for r in loss.reference]).pivot_table(
-        index=["method", "share"], columns="router", values="value"
-    )
-    if not {"mlp", "similarity"} <= set(mass.columns) & set(rise.columns):
-        return []
-    mass, rise = mass[mass.index.get_level_values("share") < 1], rise.loc[mass.index]
-    more_mass = int((mass.mlp > mass.similarity).sum())
-    less_loss = int((rise.mlp < rise.similarity).sum())
-    return [
-        "Trained MLP router against similarity at equal k, held-out tokens: it captures more "
-        f"activation mass in {more_mass} of {len(mass)} (method, k) cases (mean "
-        f"{mass.mlp.mean():.3f} vs {mass.similarity.mean():.3f}) and raises the reference's "
-        f"loss less in {less_loss} of {len(rise)} (mean rise {rise.mlp.mean():.3f} vs "
-        f"{rise.similarity.mean():.3f} nats)."
+    captured = captured_table(rows)
+    mass = {(r.method, r.router, r.share): r.value for r in captured.itertuples()}
+    cell = {
+        (r.method, r.router, r.share, r.task, r.variant, r.metric, r.measure): r
+        for r in drops.itertuples()
+    }
+    keys = sorted({k[:5] for k in cell}, key=lambda k: (*_order(*k[:3]), k[3], k[4] != "task"))
+    table = []
+    for method, router, share, task, side in keys:
+        at = (method, router, share, task, side)
+        table.append(
+            [
+                method,
+                router,
+                f"{share:g}",
+                f"{mass[at[:3]]:.3f}" if at[:3] in mass else "–",
+                task if side == "task" else f"{task}'s reference",
+                _interval(cell.get((*at, "drop", "top1")), 1),
+                _kept(cell.get((*at, "relative_drop", "top1"))),
+                _interval(cell.get((*at, "drop", "loss")), 3),
+            ]
+        )
+    header = [
+        "experts",
+        "router",
+        "share of FFN active",
+        "mass captured (held out)",
+        "evaluation split",
+        "top-1 drop (pp)",
+        "dense top-1 kept (%)",
+        "loss rise (nats)",
     ]
+    return [
+        "Routed inference: only the top-k experts of every MLP active per token (k = share x "
+        "experts; with all of them the model is the dense one, exactly). Drops from the dense "
+        "model on each evaluation split, 95% intervals over its evaluation units; mass "
+        "captured: the share of held-out tokens' activation mass in the routed experts, mean "
+        "over layers.",
+        "",
+        format_markdown(table, header),
+        "",
+    ]
+
+
+def usage_summary(rows: pd.DataFrame) -> list[str]:
+    """Per routing configuration and depth third: how concentrated the tasks' routing is,
+    and how much more of their pruning sets lies in their preferred experts than chance."""
+    metrics = {
+        "routing_concentration_by_depth": "concentration",
+        "pruning_set_in_task_experts_by_depth_minus_chance": "pruning set in task experts - chance",
+    }
+    depth = routed_frame(rows[rows.metric.isin(metrics)])
+    if depth.empty:
+        return []
+    thirds = [d for d in ("early", "middle", "late", "all") if d in set(depth.layer)]
+    cell = {(r.method, r.router, r.share, r.metric, r.layer): r for r in depth.itertuples()}
+    configs = sorted({k[:3] for k in cell}, key=lambda k: _order(*k))
+    table = [
+        [
+            m,
+            r,
+            f"{s:g}",
+            *(_interval(cell.get((m, r, s, metric, d)), 3) for metric in metrics for d in thirds),
+        ]
+        for m, r, s in configs
+    ]
+    header = [
+        "experts",
+        "router",
+        "share",
+        *(f"{name}, {d}" for name in metrics.values() for d in thirds),
+    ]
+    tasks = int(depth.n.max())
+    return [
+        "Which experts each task routes to, by depth third (mean over "
+        f"{tasks} task{'s' if tasks != 1 else ''}, 95% t-interval over tasks from 3): "
+        "concentration, 1 - entropy / log E of the share of routings each expert receives "
+        "(0 uniform, 1 one expert); and the share of the task's selective-pruning set inside "
+        "the k experts it prefers most over its reference, minus the share of neurons those "
+        "experts hold (0: no more than chance).",
+        "",
+        format_markdown(table, header),
+        "",
+    ]
+
+
+def router_comparison(rows: pd.DataFrame) -> list[str]:
+    """Does the trained router beat similarity at equal k on held-out tokens? From the
+    ``router_difference`` rows (the MLP router's drop minus similarity's, paired over the
+    same evaluation units, which no router saw), one table row per method, k and evaluation
+    split, and a count of where the loss interval lies below 0, above it, or across it."""
+    diff = rows[rows.metric == "router_difference"]
+    if diff.empty:
+        return []
+    diff = routed_frame(diff)
+    captured = captured_table(rows)
+    mass = (
+        captured.pivot_table(index=["method", "share"], columns="router", values="value")
+        if not captured.empty
+        else pd.DataFrame()
+    )
+    cells = {(r.method, r.share, r.task, r.variant, r.measure): r for r in diff.itertuples()}
+    keys = sorted(
+        {(m, s, t, v) for m, s, t, v, _ in cells}, key=lambda k: (k[0], k[1], k[2], k[3] != "task")
+    )
+    table, verdicts = [], {"below": 0, "above": 0, "across": 0}
+    for method, share, task, side in keys:
+        loss = cells.get((method, share, task, side, "loss"))
+        top1 = cells.get((method, share, task, side, "top1"))
+        if loss is not None and loss.low == loss.low:
+            where = "below" if loss.high < 0 else "above" if loss.low > 0 else "across"
+            verdicts[where] += 1
+        captured_pair = "–"
+        if {"mlp", "similarity"} <= set(mass.columns) and (method, share) in mass.index:
+            m = mass.loc[(method, share)]
+            captured_pair = f"{m.mlp:.3f} / {m.similarity:.3f}"
+        table.append(
+            [
+                method,
+                f"{share:g}",
+                task if side == "task" else f"{task}'s reference",
+                _interval(top1, 1),
+                _interval(loss, 3),
+                captured_pair,
+            ]
+        )
+    header = [
+        "experts",
+        "share of FFN active",
+        "evaluation split",
+        "top-1 drop, mlp - similarity (pp)",
+        "loss rise, mlp - similarity (nats)",
+        "mass captured, mlp / similarity",
+    ]
+    total = sum(verdicts.values())
+    return [
+        "Trained MLP router against similarity at equal k, on held-out evaluation splits: "
+        "the MLP router's drop minus similarity's, paired over the same evaluation units "
+        "(95% interval; below 0: the MLP router loses less). Of the "
+        f"{total} cases with an interval, its loss interval lies below 0 in "
+        f"{verdicts['below']}, above 0 in {verdicts['above']}, and includes 0 in "
+        f"{verdicts['across']}.",
+        "",
+        format_markdown(table, header),
+        "",
+    ]
+
+
+def _kept(row: Any) -> str:
+    """The share of the dense value kept, in %, from a relative drop row (in %)."""
+    if row is None or row.value != row.value:
+        return "–"
+    if row.low != row.low:
+        return f"{100 - row.value:.1f}"
+    return f"{100 - row.value:.1f} [{100 - row.high:.1f}, {100 - row.low:.1f}]"
+
+
+def _interval(row: Any, digits: int) -> str:
+    if row is None or row.value != row.value:
+        return "–"
+    if row.low != row.low:
+        return f"{row.value:+.{digits}f}"
+    return f"{row.value:+.{digits}f} [{row.low:+.{digits}f}, {row.high:+.{digits}f}]"
 
 
 ROUTER_STYLE = {"similarity": ("-", "o"), "mlp": ("--", "s"), "oracle": (":", "^")}
@@ -361,7 +565,7 @@ def plot_routed_quality(
     (style), 95% bands."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels_of = (
-        (axes[0], top1, "task", "task top-1 drop (pp), mean over tasks"),
+        (axes[0], top1, "task", "task top-1 drop (pp); several: their mean"),
         (axes[1], top1, "reference", "reference top-1 drop (pp)"),
         (axes[2], loss, "reference", "reference loss rise (nats)"),
     )
