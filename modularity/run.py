@@ -9,7 +9,6 @@ traceback); Ctrl-C or SIGTERM exits with 130 and says that nothing cached was lo
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Any
 
@@ -17,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from modularity.config import CONF_DIR, normalise_overrides, register_configs
+from modularity.interrupts import exit_interrupted, stop_on_signals
 
 register_configs()
 
@@ -26,24 +26,6 @@ def run(cfg: DictConfig) -> Any:
     from modularity.analyses.base import execute
 
     return execute(cfg)
-
-
-INTERRUPTED = "interrupted; nothing cached was lost (finished statistics stay cached)"
-_interrupted: list[bool] = []
-
-
-def _on_interrupt(signum: int, frame: Any) -> None:
-    """Remember the interrupt (Lightning turns it into ``sys.exit(1)`` inside its loops)."""
-    _interrupted.append(True)
-    raise KeyboardInterrupt
-
-
-def stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM stop whatever phase runs (data preparation, tokenisation,
-    collection, k-means, writing) at the next Python step, the same way. Lightning's loops
-    keep this handler beside their own, which only records a SIGTERM."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_interrupt)
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -70,12 +52,6 @@ def app(cfg: DictConfig) -> Any:
         if os.environ.get("MODULARITY_DEBUG") or not name or name == "modularity":
             raise
         fail(f"a required package is missing or broken ({name}); reinstall it: pip install {name}")
-    except KeyboardInterrupt:
-        fail(INTERRUPTED, 130)
-    except SystemExit:
-        if _interrupted:
-            fail(INTERRUPTED, 130)
-        raise
     return None
 
 
@@ -131,7 +107,10 @@ def main() -> Any:
         return print_help([a for a in arguments if not a.startswith("-")])
     sys.argv = [sys.argv[0], *arguments]
     stop_on_signals()
-    return app()
+    try:
+        return app()
+    except KeyboardInterrupt:  # in any phase, Hydra's own start-up included
+        exit_interrupted()
 
 
 if __name__ == "__main__":
