@@ -288,6 +288,15 @@ def _flip_a_byte(path: Path, offset: int = -3) -> None:
     path.write_bytes(bytes(data))
 
 
+def test_the_api_exports_twice_in_one_interpreter(tmp_path):
+    """The second ``modularity.export(...)`` called a module (``TypeError: 'module' object
+    is not callable``): the first had imported the submodule of the same name."""
+    run = _pruning_run(tmp_path / "run")
+    for out in ("first", "second"):
+        modularity.export(run, tmp_path / out)
+        assert (tmp_path / out / "config.json").is_file()
+
+
 def test_export_refuses_a_run_whose_mask_lost_a_bit(tmp_path):
     from modularity.checkpoint import export_run
     from modularity.errors import DamagedFileError
