@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
-from modularity.console import StageTimer, interactive
+from modularity.console import StageEstimate, StageTimer, interactive
 
 # Always off for inference loops: they log through modularity's own logger, save nothing,
 # and would print a model summary for every loop of a sweep.
@@ -120,15 +120,19 @@ def trainer_arguments(trainer_cfg: Any) -> dict[str, Any]:
 
 def make_trainer(trainer_cfg: Any, stage: str = "", **overrides: Any) -> L.Trainer:
     """A Trainer for an inference loop, its progress bar labelled ``stage``; outside a
-    terminal a line with the stage's time instead (:mod:`modularity.console`)."""
+    terminal a line with the stage's time instead, and before a long stage a line with its
+    size and expected time (:mod:`modularity.console`)."""
     quiet_lightning()
     config = {"_target_": "lightning.pytorch.Trainer", **trainer_arguments(trainer_cfg)}
     config.update(overrides)
     callbacks: list[L.Callback] = []
+    bar = False
     if config.get("enable_progress_bar", True):
         bar = interactive()
         callbacks.append(StageProgressBar(stage) if bar else StageTimer(stage))
         config["enable_progress_bar"] = bar
+    if stage and not bar:  # a bar shows the time left itself
+        callbacks.append(StageEstimate(stage))
     return instantiate(config, callbacks=callbacks, **FIXED_TRAINER_ARGS)
 
 
