@@ -32,16 +32,18 @@ _APP_NAME = re.compile(r"^\s*[\w_\-=\./]+\s*(.*)")  # Hydra's own: the program, 
 
 
 def fingerprint() -> str:
-    """The version of everything an answer depends on: package, Hydra and config files."""
+    """The version of everything an answer depends on: Hydra, the package's version, its
+    config files and its code (sizes and modification times)."""
     from importlib.metadata import version
 
     digest = hashlib.sha256(f"{version('hydra-core')}\0".encode())
     from modularity import __version__
 
     digest.update(__version__.encode())
-    for path in sorted(CONF_DIR.rglob("*")):
+    package = CONF_DIR.parent  # the configs, and the code that generates options
+    for path in sorted([*CONF_DIR.rglob("*"), *package.rglob("*.py")]):
         stat = path.stat()
-        digest.update(f"{path.relative_to(CONF_DIR)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        digest.update(f"{path.relative_to(package)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
