@@ -1,7 +1,10 @@
 """Cleaned corpora on disk: built once per source checksum, never stale, never required."""
 
+from pathlib import Path
+
 import pytest
 
+from modularity import code_version
 from modularity.data import corpora
 from modularity.data.corpus_cache import CORPORA_ENV_VAR, cached_parts
 
@@ -52,3 +55,25 @@ def test_a_changed_source_file_changes_the_documents(tmp_path):
     after = corpora._python_doc_documents(str(docs))
     corpora._python_doc_documents.cache_clear()
     assert "First" in before[0].text and "Second" in after[0].text
+
+
+def test_changed_cleaning_code_builds_again(monkeypatch):
+    """The entry's version is the digest of the code that builds it (here: this module's)."""
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"a": [("d", "t")]}
+
+    cached_parts("demo", "sum", build)
+    cached_parts("demo", "sum", build)
+    assert len(calls) == 1
+    real_digest = code_version._code_digest
+    this_file = Path(__file__)
+    monkeypatch.setattr(
+        code_version,
+        "_code_digest",
+        lambda path, *stamp: real_digest(path, *stamp) + ("-edited" * (Path(path) == this_file)),
+    )
+    cached_parts("demo", "sum", build)
+    assert len(calls) == 2
