@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from code_edits import pretend_edited
 
 import modularity.collect
 from modularity import code_version as versions
@@ -135,13 +136,7 @@ def test_changed_producing_code_misses_the_cache_and_unchanged_code_hits_it(
 
     # The collection code changes (as its digest says): the statistics are collected again,
     # under a new key; the tokens, which that code does not produce, are still reused.
-    collect_file = Path(modularity.collect.__file__)
-    real_digest = versions._code_digest
-    monkeypatch.setattr(
-        versions,
-        "_code_digest",
-        lambda path, *stamp: real_digest(path, *stamp) + ("-edited" * (Path(path) == collect_file)),
-    )
+    pretend_edited(monkeypatch, Path(modularity.collect.__file__))
     Pipeline(cfg).statistics(spec)
     assert collected == [1] and kinds(cache_dir) == {"tokens": 1, "stats": 2}
 
@@ -159,12 +154,6 @@ def test_an_analysis_product_is_keyed_by_the_code_of_its_compute(make_cfg, monke
     assert len(calls) == 1
     pipe.cached("demo", compute, n=2)
     assert len(calls) == 2, "a changed setting"
-    this_file = Path(__file__)
-    real_digest = versions._code_digest
-    monkeypatch.setattr(
-        versions,
-        "_code_digest",
-        lambda path, *stamp: real_digest(path, *stamp) + ("-edited" * (Path(path) == this_file)),
-    )
+    pretend_edited(monkeypatch, Path(__file__))
     pipe.cached("demo", compute, n=1)
     assert len(calls) == 3, "changed code of the compute's module"

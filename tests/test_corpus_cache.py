@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
+from code_edits import pretend_edited
 
-from modularity import code_version
 from modularity.data import corpora
 from modularity.data.corpus_cache import CORPORA_ENV_VAR, cached_parts
 
@@ -68,12 +68,6 @@ def test_changed_cleaning_code_builds_again(monkeypatch):
     cached_parts("demo", "sum", build)
     cached_parts("demo", "sum", build)
     assert len(calls) == 1
-    real_digest = code_version._code_digest
-    this_file = Path(__file__)
-    monkeypatch.setattr(
-        code_version,
-        "_code_digest",
-        lambda path, *stamp: real_digest(path, *stamp) + ("-edited" * (Path(path) == this_file)),
-    )
+    pretend_edited(monkeypatch, Path(__file__))
     cached_parts("demo", "sum", build)
     assert len(calls) == 2
