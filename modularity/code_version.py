@@ -10,7 +10,7 @@ cache. Bytecode differs between Python versions, so each version keys its own en
 
 from __future__ import annotations
 
-import ast
+import dis
 import functools
 import hashlib
 import importlib.util
@@ -93,12 +93,17 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 @functools.cache
+def _compiled(path: str, mtime_ns: int, size: int) -> CodeType:
+    """The module's bytecode without docstrings (``optimize=2``)."""
+    return compile(Path(path).read_bytes(), path, "exec", dont_inherit=True, optimize=2)
+
+
+@functools.cache
 def _code_digest(path: str, mtime_ns: int, size: int) -> str:
-    """SHA-256 of the module's bytecode without docstrings (``optimize=2``), line numbers or
-    file name, so that only a change to what the code does changes it."""
-    code = compile(Path(path).read_bytes(), path, "exec", dont_inherit=True, optimize=2)
+    """SHA-256 of the module's bytecode without docstrings, line numbers or file name, so
+    that only a change to what the code does changes it."""
     digest = hashlib.sha256()
-    _feed(digest, code)
+    _feed(digest, _compiled(path, mtime_ns, size))
     return digest.hexdigest()
 
 
@@ -146,30 +151,36 @@ def _imports(path: str, mtime_ns: int, size: int, package: str) -> tuple[str, ..
     else ``a``."""
     top = package.partition(".")[0]
     found = set()
-    for node in _statements(ast.parse(Path(path).read_bytes(), filename=path).body):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0]
-                base = f"{parent}.{base}" if base else parent
-            if base.partition(".")[0] != top:
-                continue
-            submodules = [f"{base}.{a.name}" for a in node.names if _is_module(f"{base}.{a.name}")]
-            found.update(submodules if len(submodules) == len(node.names) else [base, *submodules])
-    return tuple(sorted(name for name in found if name.partition(".")[0] == top))
+    for name, level, fromlist in _import_statements(_compiled(path, mtime_ns, size)):
+        if level:
+            parent = package.rsplit(".", level - 1)[0]
+            name = f"{parent}.{name}" if name else parent
+        if name.partition(".")[0] != top:
+            continue
+        submodules = [f"{name}.{item}" for item in fromlist if _is_module(f"{name}.{item}")]
+        if len(submodules) < len(fromlist) or not fromlist:  # names defined in ``name`` itself
+            found.add(name)
+        found.update(submodules)
+    return tuple(sorted(found))
 
 
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every statement of ``body`` and of the blocks nested in it (expressions, where no
-    import can stand, are not visited)."""
-    for statement in body:
-        yield statement
-        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
-            block = getattr(statement, field, None)
-            if isinstance(block, list):
-                yield from _statements(block)
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
+def _import_statements(code: CodeType) -> Iterator[tuple[str, int, tuple[str, ...]]]:
+    """(module, level, names) of every import in ``code`` and the code nested in it. An
+    import loads its level and its names just before IMPORT_NAME; only code objects that
+    hold the opcode are disassembled (most functions import nothing)."""
+    if _IMPORT_NAME in code.co_code[::2]:
+        previous: list[Any] = [None, None]
+        for instruction in dis.get_instructions(code):
+            if instruction.opcode == _IMPORT_NAME:
+                level, names = (i.argval if i is not None else None for i in previous)
+                yield instruction.argval, level if isinstance(level, int) else 0, names or ()
+            previous = [previous[1], instruction]
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _import_statements(const)
 
 
 def _is_module(name: str) -> bool:

@@ -35,13 +35,14 @@ def write(path: Path, text: str) -> None:
 
 @pytest.fixture
 def package(tmp_path, monkeypatch) -> tuple[str, Path]:
-    """A fresh importable package: ``producer`` imports ``helper`` inside a function;
-    ``unrelated`` is imported by nobody."""
+    """A fresh importable package: ``producer`` imports ``helper`` inside a function, which
+    imports ``factors`` relatively; ``unrelated`` is imported by nobody."""
     name = f"producers_{uuid.uuid4().hex[:12]}"
     root = tmp_path / name
     root.mkdir()
     write(root / "__init__.py", "")
-    write(root / "helper.py", "def double(x):\n    return 2 * x\n")
+    write(root / "factors.py", "TWO = 2\n")
+    write(root / "helper.py", "from .factors import TWO\n\n\ndef double(x):\n    return 2 * x\n")
     write(root / "unrelated.py", "VALUE = 1\n")
     write(
         root / "producer.py",
@@ -66,12 +67,15 @@ def test_a_change_to_a_producer_or_what_it_imports_changes_the_version(package) 
     write(root / "unrelated.py", "VALUE = 2\n")
     assert code_version(f"{name}.producer") == before, "comments, docstrings, layout, others"
 
-    write(root / "helper.py", "def double(x):\n    return x + x\n")
+    write(root / "helper.py", "from .factors import TWO\n\n\ndef double(x):\n    return x + x\n")
     edited_helper = code_version(f"{name}.producer")
     assert edited_helper != before, "a module the producer imports inside a function"
 
-    write(root / "helper.py", "def double(x):\n    return 2 * x\n")
+    write(root / "helper.py", "from .factors import TWO\n\n\ndef double(x):\n    return 2 * x\n")
     assert code_version(f"{name}.producer") == before
+    write(root / "factors.py", "TWO = 2.0\n")
+    assert code_version(f"{name}.producer") != before, "a module imported relatively, in turn"
+    write(root / "factors.py", "TWO = 2\n")
     write(root / "producer.py", (root / "producer.py").read_text().replace("+ 1", "+ 2"))
     assert code_version(f"{name}.producer") not in {before, edited_helper}
 
