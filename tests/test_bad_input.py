@@ -15,6 +15,7 @@ import torch
 import modularity
 from modularity.analyses.base import ROW_COLUMNS
 from modularity.errors import ModularityError
+from modularity.neurons.selection import select_top_fraction
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_llama", "data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
@@ -210,7 +211,12 @@ API_ERRORS = [
     ("non-HF module", lambda: _ablate(torch.nn.Linear(4, 4), MASK), "Hugging Face"),
     ("list mask", lambda: _ablate(_tiny_llama(), MASK.tolist()), "bool tensor"),
     ("mask shape", lambda: _ablate(_tiny_llama(), MASK[:1]), "[1, 64]"),
-    ("ablation mode", lambda: _ablate(_tiny_llama(), MASK, "half"), "'half'"),
+    ("ablation mode", lambda: _ablate(_tiny_llama(), MASK, "half"), "'half'; valid: zero, mean"),
+    (
+        "selection scope",
+        lambda: select_top_fraction(MASK.float(), 0.5, scope="globl"),
+        "'globl'; valid: layer, global",
+    ),
     *[
         pytest.param(*case, marks=pytest.mark.slow)
         for case in [

@@ -135,10 +135,6 @@ class ModelAdapter:
         """The module whose input is the neuron activation vector (hook it with a pre-hook)."""
         return self.blocks[layer].get_submodule(self.layout.down)
 
-    def site_name(self, layer: int) -> str:
-        """Stable name of the neuron site, the same for every family."""
-        return f"blocks.{layer}.mlp.neurons"
-
     def _linear_weight(self, layer: int, path: str) -> torch.Tensor:
         """Weight of an MLP linear in PyTorch's ``[out_features, in_features]`` convention."""
         weight = self.blocks[layer].get_submodule(path).weight
@@ -184,10 +180,6 @@ class ModelAdapter:
         return 1 - axis if self.transposed_weights else axis
 
     # ------------------------------------------------------------------ attention
-
-    @property
-    def has_attention_layout(self) -> bool:
-        return self.layout.attn_out is not None
 
     def attention_output(self, layer: int) -> nn.Module:
         """The attention output projection, whose input holds every query head's value
