@@ -99,24 +99,37 @@ def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkey
         "collect_statistics",
         lambda *a, **k: calls.append(k["sites"]) or collect(*a, **k),
     )
-    cfg = make_cfg("model=tiny_vit", "task=digits-3", "analysis=sites", *SMALL)
+    tasks = "tasks=[digits-3,digits-5]"
+    cfg = make_cfg("model=tiny_vit", "task=digits-3", tasks, "analysis=sites", *SMALL)
     result = run(cfg)
     rows = result.rows
-    assert calls == [("mlp", "attn", "heads")] * 2  # the task and its reference, once each
-    effects = rows[(rows.metric == "effect") & (rows.measure == "top1")]
-    assert sorted(effects.partner) == ["attn", "heads", "mlp"]
+    assert calls == [("mlp", "attn", "heads")] * 4  # each task and its reference, once each
+    rows3 = rows[rows.task == "digits-3"]
+    effects = rows3[(rows3.metric == "effect") & (rows3.measure == "top1")]
+    assert sorted(effects.partner) == ["attn", "attn:params", "heads", "heads:params", "mlp"]
     assert (effects.low <= effects.value).all() and (effects.value <= effects.high).all()
-    removed = rows[rows.metric == "n_selected"].set_index("partner")
+    removed = rows3[rows3.metric == "n_selected"].set_index("partner")
     assert removed.loc["mlp"].n == 2 * 64 and removed.loc["attn"].n == 2 * 32
     assert removed.loc["heads"].n == 2 * 4
-    shares = rows[rows.metric == "depth_share"].groupby("partner").value.sum()
+    # tiny_vit: an MLP neuron and an attention neuron both take out 2 x 32 weights, a head
+    # 8 x 32 x 4; 3 of 64 neurons a layer (fraction 0.05) are matched by 3 of 32 attention
+    # neurons, and by the one head a layer that a selection keeps at least.
+    weights = rows3[rows3.metric == "parameters_removed"].set_index("partner").value
+    assert weights["mlp"] == weights["attn:params"] == 2 * 3 * 64
+    assert weights["heads:params"] == 2 * 1024 and weights["attn"] == 2 * 2 * 64
+    matched = rows3[rows3.metric == "matched_fraction"].set_index("partner").value
+    assert matched["attn:params"] == pytest.approx(6 / 64)
+    shares = rows3[rows3.metric == "depth_share"].groupby("partner").value.sum()
     assert np.allclose(shares.to_numpy(), 1.0)
-    rho = rows[rows.metric == "layer_rank_correlation"].set_index("variant")
+    rho = rows3[rows3.metric == "layer_rank_correlation"].set_index("variant")
     assert sorted(rho.index) == ["mlp-attn", "mlp-heads"]
     assert rho.n.tolist() == [2, 2] and rho.low.isna().all()  # two layers: no interval
+    z = rows[rows.metric == "overlap_z"].set_index("partner")
+    assert sorted(z.index) == ["attn", "heads", "mlp"] and set(z.variant) == {"digits-5"}
     assert (result.out_dir / "depth_shares.csv").is_file()
     summary = "\n".join(Sites.summary(rows))
-    assert "rho with mlp" in summary and "| digits-3 | heads | 2 of 8 |" in summary
+    assert "rho with mlp" in summary and "| digits-3 | heads | 2 of 8 | 2,048 |" in summary
+    assert "| attn | 1 | " in summary  # the overlap table: one task pair per site
 
 
 @pytest.mark.parametrize(

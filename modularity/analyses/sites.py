@@ -43,6 +43,7 @@ from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows, selection_rows
 from modularity.config import choice
 from modularity.errors import ConfigError, invalid_choice
+from modularity.evaluate import UnitSums
 from modularity.neurons.selection import check_layers, select_top_fraction
 from modularity.neurons.sites import SITES, check_site_scorer, site_of
 from modularity.outputs import format_interval, format_markdown
@@ -83,10 +84,10 @@ class Sites(Analysis):
             reference = pipe.reference_of(task)
             for spec in (task, reference):  # every site in one forward per item
                 pipe.site_statistics(spec, sites)
-            shares = {}
+            shares, evaluated = {}, {}
             for site in sites:
                 selection = pipe.select(task, site=site)
-                rows += removal_rows(pipe, task, reference, selection, site, site)
+                rows += removal_rows(pipe, task, reference, selection, site, site, evaluated)
                 sets[site][task.name] = selection.mask
                 shares[site] = depth_shares(selection.scores, cfg.selection.fraction, cfg.layers)
                 rows += [
@@ -94,7 +95,8 @@ class Sites(Analysis):
                     for i, share in enumerate(shares[site])
                     if not math.isnan(share)
                 ]
-            rows += matched_rows(pipe, task, reference, sets["mlp"][task.name], sites)
+            mlp = sets["mlp"][task.name]
+            rows += matched_rows(pipe, task, reference, mlp, sites, evaluated)
             rows += correlation_rows(task.name, shares)
         rows += overlap_rows(sets)
         ctx.table("depth_shares", depth_table(rows))
@@ -135,11 +137,16 @@ def removal_rows(
     selection: Selection,
     site: str,
     partner: str,
+    evaluated: dict[tuple[str, bytes], dict[str, UnitSums]],
 ) -> list[Row]:
     """Removing ``selection`` (units of ``site``): its effect, stability and size, and the
-    weights it takes out, all named ``partner``."""
+    weights it takes out, all named ``partner``. A mask of ``site`` already in ``evaluated``
+    (the task's evaluations so far) is not evaluated again."""
     cfg = pipe.cfg
-    after = pipe.evaluate(task, reference, selection.mask, site=site)
+    key = (site, selection.mask.numpy().tobytes())
+    if key not in evaluated:
+        evaluated[key] = pipe.evaluate(task, reference, selection.mask, site=site)
+    after = evaluated[key]
     per_unit = site_of(site).unit_parameters(pipe.adapter)
     site_rows = [
         *effect_rows(task.name, pipe.baseline(task, reference), after, cfg.verdict),
@@ -161,7 +168,12 @@ def matched_fraction(parameters: float, per_unit: int, units: int) -> float:
 
 
 def matched_rows(
-    pipe: Pipeline, task: DataSpec, reference: DataSpec, mlp: torch.Tensor, sites: tuple[str, ...]
+    pipe: Pipeline,
+    task: DataSpec,
+    reference: DataSpec,
+    mlp: torch.Tensor,
+    sites: tuple[str, ...],
+    evaluated: dict[tuple[str, bytes], dict[str, UnitSums]],
 ) -> list[Row]:
     """Each attention site's units that take out as many weights as the MLP selection ``mlp``
     did, removed: ``removal_rows`` named ``<site>:params`` beside ``matched_fraction``."""
@@ -190,7 +202,7 @@ def matched_rows(
             continue
         selection = pipe.select(task, fraction=fraction, site=site)
         rows.append(Row("matched_fraction", fraction, task=task.name, partner=partner))
-        rows += removal_rows(pipe, task, reference, selection, site, partner)
+        rows += removal_rows(pipe, task, reference, selection, site, partner, evaluated)
     return rows
 
 
