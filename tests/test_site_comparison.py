@@ -99,6 +99,13 @@ def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkey
         "collect_statistics",
         lambda *a, **k: calls.append(k["sites"]) or collect(*a, **k),
     )
+    evaluated = []
+    evaluate = pipeline.Pipeline.evaluate
+    monkeypatch.setattr(
+        pipeline.Pipeline,
+        "evaluate",
+        lambda self, *a, **k: evaluated.append(k.get("site")) or evaluate(self, *a, **k),
+    )
     tasks = "tasks=[digits-3,digits-5]"
     cfg = make_cfg("model=tiny_vit", "task=digits-3", tasks, "analysis=sites", *SMALL)
     result = run(cfg)
@@ -119,6 +126,12 @@ def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkey
     assert weights["heads:params"] == 2 * 1024 and weights["attn"] == 2 * 2 * 64
     matched = rows3[rows3.metric == "matched_fraction"].set_index("partner").value
     assert matched["attn:params"] == pytest.approx(6 / 64)
+    # Matched heads are the plain selection's one head a layer: evaluated once per task.
+    assert [s for s in evaluated if s] == ["mlp", "attn", "heads", "attn"] * 2
+    assert (
+        effects.set_index("partner").value["heads:params"]
+        == effects.set_index("partner").value["heads"]
+    )
     shares = rows3[rows3.metric == "depth_share"].groupby("partner").value.sum()
     assert np.allclose(shares.to_numpy(), 1.0)
     rho = rows3[rows3.metric == "layer_rank_correlation"].set_index("variant")
