@@ -23,6 +23,7 @@ from modularity.analyses.sites import (
     matched_fraction,
     overlap_rows,
     overlap_table,
+    site_table,
 )
 from modularity.errors import ConfigError
 from modularity.models.loading import load_model
@@ -68,7 +69,30 @@ def test_a_depth_correlation_is_read_as_shared_opposite_or_not_shown():
     assert layer_agreement(0.8, 0.01) == "same layers"
     assert layer_agreement(-0.8, 0.01) == "opposite layers"
     assert layer_agreement(-0.8, 0.2) == "no association shown"
-    assert layer_agreement(math.nan, math.nan) == "no association shown"
+    assert layer_agreement(-1.0, 2 / 24) == "no association shown"  # 4 layers: p >= 1/12
+    assert layer_agreement(math.nan, math.nan).startswith("undefined")
+
+
+def test_site_table_marks_a_matched_selection_of_every_unit_and_an_undefined_rho():
+    effect = {"metric": "effect", "variant": "task-reference", "measure": "top1"}
+    rows = [
+        Row("n_selected", 256, task="t", partner="attn:params", n=256),
+        Row("matched_fraction", 1.0, task="t", partner="attn:params", label="every unit"),
+        Row(value=-12.5, low=-14.0, high=-11.0, task="t", partner="attn:params", **effect),
+        Row("n_selected", 8, task="t", partner="heads", n=16),
+        Row(value=3.0, low=1.0, high=5.0, task="t", partner="heads", **effect),
+        Row(
+            "layer_rank_correlation",
+            math.nan,
+            task="t",
+            variant="mlp-heads",
+            partner="heads",
+            label="undefined: a site's shares are equal in every layer",
+        ),
+    ]
+    table, _ = site_table(pd.DataFrame([r.__dict__ for r in rows]))
+    assert table[0][:5] == ["t", "attn:params", "256 of 256 (all)", "–", "**-12.5 [-14.0, -11.0]**"]
+    assert table[1][2] == "8 of 16" and table[1][-1].startswith("undefined")
 
 
 @pytest.mark.parametrize("n", [10, pytest.param(30, marks=pytest.mark.slow)])

@@ -179,14 +179,14 @@ def matched_rows(
     did, removed: ``removal_rows`` named ``<site>:params`` beside ``matched_fraction``."""
     adapter = pipe.adapter
     budget = float(mlp.sum()) * site_of("mlp").unit_parameters(adapter)
-    layers = len(check_layers(pipe.cfg.layers, adapter.n_layers))
+    layers = layers_of(pipe)
     rows = []
     for site in sites:
         if site == "mlp":
             continue
-        chosen = site_of(site)
+        units = site_of(site)
         fraction = matched_fraction(
-            budget, chosen.unit_parameters(adapter), layers * chosen.width(adapter)
+            budget, units.unit_parameters(adapter), len(layers) * units.width(adapter)
         )
         partner = f"{site}{MATCHED}"
         if fraction > 1:
@@ -201,7 +201,9 @@ def matched_rows(
             )
             continue
         selection = pipe.select(task, fraction=fraction, site=site)
-        rows.append(Row("matched_fraction", fraction, task=task.name, partner=partner))
+        everything = bool(selection.mask[layers].all())
+        label = "every unit of the site: nothing task-specific is chosen" if everything else ""
+        rows.append(Row("matched_fraction", fraction, task=task.name, partner=partner, label=label))
         rows += removal_rows(pipe, task, reference, selection, site, partner, evaluated)
     return rows
 
@@ -216,8 +218,15 @@ def depth_shares(scores: Any, fraction: float, layers: list[int] | None) -> np.n
     return shares
 
 
+def layers_of(pipe: Pipeline) -> list[int]:
+    """The run's chosen layers (all by default)."""
+    return check_layers(pipe.cfg.layers, pipe.adapter.n_layers)
+
+
 def layer_agreement(rho: float, p_value: float) -> str:
     """What a depth correlation supports, in words: a two-sided permutation test at 5%."""
+    if math.isnan(rho):
+        return "undefined: a site's shares are equal in every layer"
     if not p_value < ALPHA:
         return "no association shown"
     return "same layers" if rho > 0 else "opposite layers"
@@ -289,18 +298,23 @@ def site_table(rows: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
             continue
         removed = pick.get(("n_selected", "", ""))
         weights = pick.get(("parameters_removed", "", ""))
+        everything = matched is not None and bool(matched.label) and effect is not None
         stability = pick.get(("stability", "", ""))
         rho = pick.get(("layer_rank_correlation", f"mlp-{site}", ""))
         table.append(
             [
                 task,
                 site,
-                f"{int(removed.value)} of {int(removed.n)}" if removed is not None else "–",
+                f"{int(removed.value)} of {int(removed.n)}{' (all)' if everything else ''}"
+                if removed is not None
+                else "–",
                 f"{weights.value:,.0f}" if weights is not None else "–",
                 f"**{format_interval(effect)}**" if effect is not None else matched.label,
                 f"{stability.value:.2f}" if stability is not None else "–",
                 "–"
                 if rho is None
+                else rho.label
+                if math.isnan(rho.value)
                 else f"{format_interval(rho, 2)}, p={rho.p_value:.2g}: {rho.label}",
             ]
         )
