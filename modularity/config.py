@@ -23,6 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from modularity.errors import invalid_choice
 from modularity.verdicts import VerdictConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -49,6 +50,16 @@ ReferenceExclusion = Enum("ReferenceExclusion", {"documents": "documents", "doma
 def choice(value: Any) -> str:
     """The string a user typed for an Enum field (or the value itself if it is a string)."""
     return value.name if isinstance(value, Enum) else str(value)
+
+
+def checked_choice(options: type[Enum], value: Any, what: str) -> str:
+    """``value`` (a member of ``options`` or the string a user typed) as that string, after
+    checking it against the Enum, the one place that lists a choice's valid strings; for
+    functions that library users call with plain strings, past the schema's check."""
+    name = choice(value)
+    if name not in options.__members__:
+        raise invalid_choice(what, name, options.__members__)
+    return name
 
 
 @dataclass

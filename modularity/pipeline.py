@@ -2,9 +2,10 @@
 
 Every cached value is keyed by everything that determines it: the model's identity (weights,
 dtype, checkpoint, twin seed), the compute settings (precision, device type), the data's
-definition and role, the split, sizes, and the version of the code that computes it. So a
-sweep collects once per model and task, whatever its fractions, scorers and layer choices,
-and a changed setting never reuses a stale value.
+definition and role, the split, sizes, and a digest of the code that computes it
+(``modularity.code_version``). So a sweep collects once per model and task, whatever its
+fractions, scorers and layer choices, and a changed setting or producing code never reuses a
+stale value.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.cache import StatsCache
+from modularity.code_version import code_version
 from modularity.collect import collect_statistics, collection_device
 from modularity.config import choice, load_task_config, with_data_settings
 from modularity.data.tasks import image_loader, text_loader, text_sample
@@ -38,10 +41,14 @@ from modularity.neurons.stats import CollectedStats, NeuronStats
 
 log = logging.getLogger(__name__)
 
-# Bump a version when the code that computes that kind of value changes what it computes
-# (frequent_tokens, baseline, tokens last, and stats 6 -> 7: text pools lost their
-# duplicate texts, modularity.data.splits).
-VERSIONS = {"stats": 7, "frequent_tokens": 3, "baseline": 6, "tokens": 3}
+# What computes each kind of cached value: the digest of their code (and of the package
+# modules they import) is the value's version in its key.
+PRODUCERS: dict[str, tuple[Callable[..., Any], ...]] = {
+    "tokens": (text_sample,),
+    "stats": (collect_statistics, split_statistics, text_sample, image_loader),
+    "frequent_tokens": (most_frequent_tokens, text_sample),
+    "baseline": (evaluate, text_sample, image_loader),
+}
 
 
 @dataclass(frozen=True)
@@ -147,10 +154,10 @@ class Pipeline:
             reference = without_domain(reference, task.config)
         return DataSpec(reference, "reference")
 
-    def _key(self, kind: str, version: int | None = None, **parts: Any) -> tuple[str, dict]:
+    def _key(self, kind: str, version: str | None = None, **parts: Any) -> tuple[str, dict]:
         meta = {
             "kind": kind,
-            "version": VERSIONS[kind] if version is None else version,
+            "version": code_version(*PRODUCERS[kind]) if version is None else version,
             "model": self.loaded.identity,
             "compute": compute_identity(self.cfg.trainer),
             **parts,
@@ -158,11 +165,12 @@ class Pipeline:
         return self.cache.key(**meta), meta
 
     def cached(
-        self, kind: str, version: int, compute: Any, **parts: Any
+        self, kind: str, compute: Callable[[], dict[str, torch.Tensor]], **parts: Any
     ) -> dict[str, torch.Tensor]:
         """An analysis's own product of this model (e.g. expert labels), cached like the
-        statistics: keyed by the model, ``kind``, its code ``version`` and ``parts``."""
-        key, meta = self._key(kind, version, **parts)
+        statistics: keyed by the model, ``kind``, ``parts`` and the digest of ``compute``'s
+        module and the package modules it imports."""
+        key, meta = self._key(kind, code_version(compute), **parts)
         return self.cache.get_or_compute(key, compute, meta)[0]
 
     def _block_size(self, spec: DataSpec) -> int:
@@ -178,7 +186,7 @@ class Pipeline:
         block = self._block_size(spec)
         meta = {
             "kind": "tokens",
-            "version": VERSIONS["tokens"],
+            "version": code_version(*PRODUCERS["tokens"]),
             "tokenizer": self.tokenizer_id,
             "data": spec.identity(),
             "split": spec.split(split),

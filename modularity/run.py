@@ -4,21 +4,20 @@ A thin entry point: Hydra composes the config, :func:`modularity.analyses.base.e
 checks it and runs the analysis ``analysis._target_`` names. A problem with the user's
 input prints one line and exits with status 2 (``MODULARITY_DEBUG=1`` shows the
 traceback); Ctrl-C or SIGTERM exits with 130 and says that nothing cached was lost.
+Hydra and the configs are imported only once a command needs them: a TAB of shell
+completion is answered from the cache before that (:mod:`modularity.completion`).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hydra
-from omegaconf import DictConfig, open_dict
+from modularity.interrupts import exit_interrupted, stop_on_signals
 
-from modularity.config import CONF_DIR, normalise_overrides, register_configs
-
-register_configs()
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def run(cfg: DictConfig) -> Any:
@@ -28,32 +27,15 @@ def run(cfg: DictConfig) -> Any:
     return execute(cfg)
 
 
-INTERRUPTED = "interrupted; nothing cached was lost (finished statistics stay cached)"
-_interrupted: list[bool] = []
-
-
-def _on_interrupt(signum: int, frame: Any) -> None:
-    """Remember the interrupt (Lightning turns it into ``sys.exit(1)`` inside its loops)."""
-    _interrupted.append(True)
-    raise KeyboardInterrupt
-
-
-def stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM stop whatever phase runs (data preparation, tokenisation,
-    collection, k-means, writing) at the next Python step, the same way. Lightning's loops
-    keep this handler beside their own, which only records a SIGTERM."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_interrupt)
-
-
 def fail(message: str, status: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def app(cfg: DictConfig) -> Any:
+def task(cfg: DictConfig) -> Any:
+    """Hydra's task function: run the composed config, errors as one line."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     from modularity.errors import ModularityError
 
@@ -70,12 +52,6 @@ def app(cfg: DictConfig) -> Any:
         if os.environ.get("MODULARITY_DEBUG") or not name or name == "modularity":
             raise
         fail(f"a required package is missing or broken ({name}); reinstall it: pip install {name}")
-    except KeyboardInterrupt:
-        fail(INTERRUPTED, 130)
-    except SystemExit:
-        if _interrupted:
-            fail(INTERRUPTED, 130)
-        raise
     return None
 
 
@@ -85,9 +61,9 @@ def print_help(overrides: list[str]) -> None:
     repository, seconds of CPU before the page appears."""
     from string import Template
 
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
-    from modularity.config import compose_config, group_options
+    from modularity.config import CONF_DIR, compose_config, group_options
 
     cfg = compose_config(overrides, hydra=True)
     template = cfg.hydra.help.template
@@ -113,9 +89,17 @@ def main() -> Any:
     group is one line, before Hydra starts."""
     import importlib
 
+    from modularity.completion import serve
+
+    if serve(sys.argv[1:]):
+        return None
+    import hydra
+
+    from modularity.config import CONF_DIR, normalise_overrides, register_configs
     from modularity.errors import ConfigError
     from modularity.validate import check_group_choices
 
+    register_configs()
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command in SUBCOMMANDS:
         status = importlib.import_module(SUBCOMMANDS[command]).main(sys.argv[2:])
@@ -131,7 +115,11 @@ def main() -> Any:
         return print_help([a for a in arguments if not a.startswith("-")])
     sys.argv = [sys.argv[0], *arguments]
     stop_on_signals()
-    return app()
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
+    try:
+        return app()
+    except KeyboardInterrupt:  # in any phase, Hydra's own start-up included
+        exit_interrupted()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -19,7 +21,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
-from modularity.console import StageTimer, interactive
+from modularity.console import StageEstimate, StageTimer, interactive
 
 # Always off for inference loops: they log through modularity's own logger, save nothing,
 # and would print a model summary for every loop of a sweep.
@@ -33,6 +35,8 @@ def quiet_lightning() -> None:
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",
         "lightning.pytorch.accelerators.cuda",
+        # "Received SIGTERM": the run says "interrupted" itself, in one line
+        "lightning.pytorch.trainer.connectors.signal_connector",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     for message in (
@@ -75,15 +79,34 @@ class SumsLoop(L.LightningModule):
                     setattr(module, name, state.to(torch.float64))
 
 
+@contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Let an interrupt inside a Lightning loop stay a ``KeyboardInterrupt``.
+
+    Lightning turns a ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM under
+    :func:`modularity.interrupts.stop_on_signals`) into ``sys.exit(1)``, which would end any
+    caller (``make run``'s driver, a notebook) with status 1 and no message; every phase
+    outside a loop raises ``KeyboardInterrupt``, so loops do too.
+    """
+    try:
+        yield
+    except SystemExit as exit_:
+        if isinstance(exit_.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
+
+
 def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None:
     """Run ``module.predict_step`` over ``loader``, which accumulates into metric states.
 
     Lightning's predict loop, not its test loop: under DDP it splits the data without
     padding (the test loop repeats a few items so every rank gets as many), so every item
-    is counted exactly once in the sums. A SIGTERM during the loop, which Lightning's
-    predict loop only records, stops the run like Ctrl-C (nothing cached is lost).
+    is counted exactly once in the sums. Ctrl-C during the loop raises ``KeyboardInterrupt``
+    (:func:`interrupts_kept`), and so does a SIGTERM, which Lightning's predict loop would
+    only record: the run stops like Ctrl-C (nothing cached is lost).
     """
-    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    with interrupts_kept():
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.received_sigterm:
         raise KeyboardInterrupt("SIGTERM")
 
@@ -97,15 +120,19 @@ def trainer_arguments(trainer_cfg: Any) -> dict[str, Any]:
 
 def make_trainer(trainer_cfg: Any, stage: str = "", **overrides: Any) -> L.Trainer:
     """A Trainer for an inference loop, its progress bar labelled ``stage``; outside a
-    terminal a line with the stage's time instead (:mod:`modularity.console`)."""
+    terminal a line with the stage's time instead, and before a long stage a line with its
+    size and expected time (:mod:`modularity.console`)."""
     quiet_lightning()
     config = {"_target_": "lightning.pytorch.Trainer", **trainer_arguments(trainer_cfg)}
     config.update(overrides)
     callbacks: list[L.Callback] = []
+    bar = False
     if config.get("enable_progress_bar", True):
         bar = interactive()
         callbacks.append(StageProgressBar(stage) if bar else StageTimer(stage))
         config["enable_progress_bar"] = bar
+    if stage and not bar:  # a bar shows the time left itself
+        callbacks.append(StageEstimate(stage))
     return instantiate(config, callbacks=callbacks, **FIXED_TRAINER_ARGS)
 
 

@@ -2,6 +2,7 @@
 site, statistics against hooked activations, discovery of modules and entry points."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,29 +128,28 @@ def test_a_new_adapter_module_is_found_without_an_import_list(
     assert {"gpt2", "llama", "opt", "gemma3_text", "vit"} <= set(supported_model_types())
 
 
+def install_entry_point(site: Path, distribution: str, entry: str) -> None:
+    """An installed distribution's metadata in ``site`` (put on sys.path) declaring one
+    adapter entry point, ``name = module:Class``."""
+    info = site / f"{distribution}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{discovery.ENTRY_POINT_GROUP}]\n{entry}\n")
+
+
 def test_an_outside_package_registers_through_its_entry_point(
     fresh_registry, tmp_path, monkeypatch
 ):
     package = tmp_path / "outside_adapters"
     package.mkdir()
     (package / "__init__.py").write_text(FAKE_ADAPTER.format(model_type="outside_family"))
-    info = tmp_path / "outside_adapters-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: outside-adapters\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        f"[{discovery.ENTRY_POINT_GROUP}]\noutside = outside_adapters:FakeAdapter\n"
-    )
+    install_entry_point(tmp_path, "outside_adapters", "outside = outside_adapters:FakeAdapter")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert adapter_class("outside_family").__module__ == "outside_adapters"
 
 
 def test_a_broken_entry_point_is_one_line(fresh_registry, tmp_path, monkeypatch):
-    info = tmp_path / "broken_adapters-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-adapters\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        f"[{discovery.ENTRY_POINT_GROUP}]\nbroken = no_such_module_here:Adapter\n"
-    )
+    install_entry_point(tmp_path, "broken_adapters", "broken = no_such_module_here:Adapter")
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModularityError, match="entry point 'broken'.*no_such_module_here") as err:
         supported_model_types()

@@ -15,6 +15,7 @@ import torch
 import modularity
 from modularity.analyses.base import ROW_COLUMNS
 from modularity.errors import ModularityError
+from modularity.neurons.selection import select_top_fraction
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny_llama", "data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
@@ -210,7 +211,12 @@ API_ERRORS = [
     ("non-HF module", lambda: _ablate(torch.nn.Linear(4, 4), MASK), "Hugging Face"),
     ("list mask", lambda: _ablate(_tiny_llama(), MASK.tolist()), "bool tensor"),
     ("mask shape", lambda: _ablate(_tiny_llama(), MASK[:1]), "[1, 64]"),
-    ("ablation mode", lambda: _ablate(_tiny_llama(), MASK, "half"), "'half'"),
+    ("ablation mode", lambda: _ablate(_tiny_llama(), MASK, "half"), "'half'; valid: zero, mean"),
+    (
+        "selection scope",
+        lambda: select_top_fraction(MASK.float(), 0.5, scope="globl"),
+        "'globl'; valid: layer, global",
+    ),
     *[
         pytest.param(*case, marks=pytest.mark.slow)
         for case in [
@@ -286,6 +292,15 @@ def _flip_a_byte(path: Path, offset: int = -3) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 1
     path.write_bytes(bytes(data))
+
+
+def test_the_api_exports_twice_in_one_interpreter(tmp_path):
+    """The second ``modularity.export(...)`` called a module (``TypeError: 'module' object
+    is not callable``): the first had imported the submodule of the same name."""
+    run = _pruning_run(tmp_path / "run")
+    for out in ("first", "second"):
+        modularity.export(run, tmp_path / out)
+        assert (tmp_path / out / "config.json").is_file()
 
 
 def test_export_refuses_a_run_whose_mask_lost_a_bit(tmp_path):

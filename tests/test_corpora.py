@@ -8,10 +8,10 @@ import pytest
 
 from modularity.data.cleaning.gcide import GCIDE_DOMAINS
 from modularity.data.corpora import (
+    CORPORA,
     LICENCE_SECTION_CHARS,
     CorpusUnavailable,
     Document,
-    available_corpora,
     describe,
     licence_sections,
     load_corpus,
@@ -54,8 +54,8 @@ def _installed(name: str) -> bool:
 
 
 def test_registry_lists_every_domain() -> None:
-    assert set(available_corpora()) == set(EXPECTED_WORDS)
-    for name in available_corpora():
+    assert set(CORPORA) == set(EXPECTED_WORDS)
+    for name in CORPORA:
         assert describe(name)
 
 
@@ -137,7 +137,7 @@ def test_gcide_sense_labels_choose_the_domain() -> None:
 def test_unknown_corpus_names_valid_choices() -> None:
     with pytest.raises(ValueError, match="'astrology'") as err:
         load_corpus("astrology")
-    for name in available_corpora():
+    for name in CORPORA:
         assert name in str(err.value)
     with pytest.raises(ValueError, match="biology"):
         describe("astrology")

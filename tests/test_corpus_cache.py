@@ -1,6 +1,9 @@
 """Cleaned corpora on disk: built once per source checksum, never stale, never required."""
 
+from pathlib import Path
+
 import pytest
+from code_edits import pretend_edited
 
 from modularity.data import corpora
 from modularity.data.corpus_cache import CORPORA_ENV_VAR, cached_parts
@@ -52,3 +55,19 @@ def test_a_changed_source_file_changes_the_documents(tmp_path):
     after = corpora._python_doc_documents(str(docs))
     corpora._python_doc_documents.cache_clear()
     assert "First" in before[0].text and "Second" in after[0].text
+
+
+def test_changed_cleaning_code_builds_again(monkeypatch):
+    """The entry's version is the digest of the code that builds it (here: this module's)."""
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"a": [("d", "t")]}
+
+    cached_parts("demo", "sum", build)
+    cached_parts("demo", "sum", build)
+    assert len(calls) == 1
+    pretend_edited(monkeypatch, Path(__file__))
+    cached_parts("demo", "sum", build)
+    assert len(calls) == 2

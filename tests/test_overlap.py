@@ -14,11 +14,8 @@ from modularity.algorithms.set_overlap import (
     intersection_null,
     jaccard,
     layer_groups,
-    layer_overlap,
-    layer_share,
     overlap_matrix,
     overlap_table,
-    set_share,
 )
 from modularity.errors import ConfigError
 
@@ -48,7 +45,6 @@ def test_known_sets():
     assert containment(A, B) == pytest.approx(2 / 4)
     assert containment(B, A) == pytest.approx(2 / 3)
     assert jaccard(A, A) == 1.0
-    assert set_share(A) == pytest.approx(0.4)
 
 
 def test_empty_sets_are_nan_not_zero():
@@ -58,17 +54,19 @@ def test_empty_sets_are_nan_not_zero():
     assert jaccard(A, EMPTY) == 0.0
 
 
-def test_layer_overlap_per_layer_values():
+def test_per_layer_overlap_values():
     a = mask([[0, 1, 2, 3], [], [5]])
     b = mask([[2, 3, 4], [], [6]])
-    lo = layer_overlap(a, b)
-    np.testing.assert_allclose(lo.jaccard, [2 / 5, np.nan, 0.0])
-    np.testing.assert_allclose(lo.containment_ab, [2 / 4, np.nan, 0.0])
-    np.testing.assert_allclose(lo.containment_ba, [2 / 3, np.nan, 0.0])
-    np.testing.assert_array_equal(lo.intersection, [2, 0, 0])
-    np.testing.assert_array_equal(lo.size_a, [4, 0, 1])
-    np.testing.assert_array_equal(lo.size_b, [3, 0, 1])
-    np.testing.assert_allclose(layer_share(a), [0.4, 0.0, 0.1])
+    per_layer = {
+        metric: [overlap_matrix({"a": a, "b": b}, metric, layers=[i])[1] for i in range(3)]
+        for metric in ("jaccard", "containment")
+    }
+    np.testing.assert_allclose([m[0, 1] for m in per_layer["jaccard"]], [2 / 5, np.nan, 0.0])
+    np.testing.assert_allclose([m[0, 1] for m in per_layer["containment"]], [2 / 4, np.nan, 0.0])
+    np.testing.assert_allclose([m[1, 0] for m in per_layer["containment"]], [2 / 3, np.nan, 0.0])
+    table = overlap_table({"a": a, "b": b}, metrics=["jaccard"], per_layer=True)
+    row = table.query("task_a == 'a' and task_b == 'b' and scope != 'all'")
+    np.testing.assert_allclose(row["value"], [2 / 5, np.nan, 0.0])
 
 
 def test_torch_and_numpy_inputs_agree():
@@ -258,7 +256,8 @@ def test_overlap_table(tmp_path):
         ref = overlap_matrix(sets, metric, layers=groups["middle"])[1][0, 2]
         assert values[metric] == pytest.approx(ref)
     layer = df.query("task_a == 't1' and task_b == 't0' and scope == '4' and metric == 'jaccard'")
-    assert layer["value"].item() == pytest.approx(layer_overlap(sets["t1"], sets["t0"]).jaccard[4])
+    t1, t0 = sets["t1"][4], sets["t0"][4]
+    assert layer["value"].item() == pytest.approx((t1 & t0).sum() / (t1 | t0).sum())
     df.to_csv(tmp_path / "overlap.csv", index=False)
     back = pd.read_csv(tmp_path / "overlap.csv", dtype={"scope": str})
     pd.testing.assert_frame_equal(back, df, check_dtype=False)

@@ -38,6 +38,59 @@ def test_tab_completion_script_names_the_command():
     assert "complete" in proc.stdout and "hydra" in proc.stdout.lower()
 
 
+# Lines a user TABs on: groups, options, generated options, keys, values, Hydra's own
+# groups and keys, keys an earlier group choice adds, and a choice that does not compose.
+COMPLETION_LINES = [
+    "modularity ",
+    "modularity mod",
+    "modularity model=tiny_l",
+    "modularity +model=sm",
+    "modularity task=digits-",
+    "modularity selection.fr",
+    "modularity selection.fraction=",
+    "modularity hydra/launcher=",
+    "modularity hydra.run.",
+    "modularity analysis=moefy analysis.",
+    "modularity model=nope mod",
+]
+
+
+@pytest.mark.slow
+def test_tab_completion_from_the_cache_answers_as_hydra_does(tmp_path, monkeypatch):
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+
+    from modularity import completion
+
+    monkeypatch.setenv(completion.ENV_VAR, str(tmp_path))
+    hydra = BashCompletion(completion._loader())
+    for line in COMPLETION_LINES:
+        expected = hydra._query("config", line.removeprefix("modularity "))
+        assert completion.answer(line) == expected, line
+    assert completion.answer("modularity run model=tiny_l") == [
+        "model=tiny_llama",
+        "model=tiny_lm_text",
+    ]
+    assert completion.answer("modularity report ") == []  # paths: the shell's own completion
+
+
+@pytest.mark.slow
+def test_a_tab_is_answered_without_importing_hydra(tmp_path):
+    """The second TAB on a line reads the cache: no Hydra, no torch (a TAB took 1 s of CPU
+    and several seconds on a busy machine). Flags go to Hydra's own completion."""
+    code = (
+        "import sys; from modularity.run import main; sys.argv = ['modularity', '-sc', "
+        "'query=bash']; main(); print('hydra' in sys.modules, 'torch' in sys.modules)"
+    )
+    env = {"MODULARITY_COMPLETION_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    tab = [sys.executable, "-c", code]
+    first = run(*tab, COMP_LINE="modularity model=tiny_l", **env)
+    second = run(*tab, COMP_LINE="modularity model=tiny_l", **env)
+    assert first.stdout == "model=tiny_llama model=tiny_lm_text\nTrue False\n", first.stderr
+    assert second.stdout == "model=tiny_llama model=tiny_lm_text\nFalse False\n", second.stderr
+    flagged = run(*tab, COMP_LINE="modularity -m model=tiny_l", **env)
+    assert flagged.stdout.startswith("model=tiny_llama model=tiny_lm_text\n"), flagged.stderr
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     dist = tmp_path / "dist"

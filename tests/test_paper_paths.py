@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pandas as pd
 import pytest
 
 from modularity.api import run_analysis
@@ -104,26 +105,24 @@ def test_mistral_domains_offline_end_to_end(tmp_path):
             assert (rows.metric == "effect").any()
             tokens = rows[rows.metric == "collect_tokens"].set_index("variant").value
             assert tokens["task"] > 0 and tokens["reference"] > 0
-    overlap = run_analysis(
-        *common,
-        "analysis=overlap",
-        "analysis.compare_random=true",
-        "analysis.twins=2",
-        run_dir=tmp_path / "overlap",
-    )
-    assert (overlap.rows.metric == "mantel_r").any()
-    moefy = run_analysis(
-        *common, "analysis=moefy", "analysis.n_null=50", run_dir=tmp_path / "moefy"
-    )
-    assert (moefy.rows.metric == "alignment_z_by_depth").any()
-    match = run_analysis(
-        *common,
-        "analysis=match",
-        "tasks=[code,biology]",
-        "analysis.max_steps=3",
-        run_dir=tmp_path / "match",
-    )
-    assert (match.rows.metric == "matched_fraction").sum() == 2
+    rows = set_analyses(common, tmp_path, match_tasks="[code,biology]")
+    assert (rows["overlap"].metric == "mantel_r").any()
+    assert (rows["moefy"].metric == "alignment_z_by_depth").any()
+    assert (rows["match"].metric == "matched_fraction").sum() == 2
+
+
+def set_analyses(common: list[str], tmp_path: Path, match_tasks: str) -> dict[str, pd.DataFrame]:
+    """The rows of the paper's analyses of task sets on one model: overlap with two random
+    twins, MoEfication, and matched damage on ``match_tasks``."""
+    settings = {
+        "overlap": ["analysis.compare_random=true", "analysis.twins=2"],
+        "moefy": ["analysis.n_null=50"],
+        "match": [f"tasks={match_tasks}", "analysis.max_steps=3"],
+    }
+    return {
+        name: run_analysis(*common, f"analysis={name}", *extra, run_dir=tmp_path / name).rows
+        for name, extra in settings.items()
+    }
 
 
 def write_cifar_mirror(mirror: Path, per_class: int = 6) -> None:
@@ -184,19 +183,7 @@ def test_vit_cifar20_offline_end_to_end(tmp_path):
         )
         units = result.rows[result.rows.metric == "evaluate_units"].set_index("variant").value
         assert units["task"] == 6 and units["reference"] == 19 * 6  # the other superclasses
-    overlap = run_analysis(
-        *common, "analysis=overlap", "analysis.compare_random=true", run_dir=tmp_path / "overlap"
-    )
-    assert (overlap.rows.metric == "index_jaccard").any()
-    moefy = run_analysis(
-        *common, "analysis=moefy", "analysis.n_null=50", run_dir=tmp_path / "moefy"
-    )
-    assert (moefy.rows.metric == "alignment_z").any()
-    match = run_analysis(
-        *common,
-        "analysis=match",
-        "tasks=[cifar20-fish,cifar20-trees]",
-        "analysis.max_steps=3",
-        run_dir=tmp_path / "match",
-    )
-    assert (match.rows.metric == "cross_ratio").sum() == 4
+    rows = set_analyses(common, tmp_path, match_tasks="[cifar20-fish,cifar20-trees]")
+    assert (rows["overlap"].metric == "index_jaccard").any()
+    assert (rows["moefy"].metric == "alignment_z").any()
+    assert (rows["match"].metric == "cross_ratio").sum() == 4

@@ -63,6 +63,13 @@ def shell(command: str, cwd: Path, env_extra: dict | None = None, timeout: int =
     )
 
 
+def warning_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """Lines of a command's output that warn: Python's warnings (stderr) and logged ones
+    (``[WARNING]``, on stdout through Hydra's job logging). A README example has none."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return [line for line in lines if "warning" in line.lower()]
+
+
 def small(command: str) -> str:
     """The command with small data sizes and quiet bars appended."""
     words = shlex.split(command)
@@ -92,6 +99,7 @@ def test_readme_command_runs(command, workdir, cache_env):
     proc = shell(small(command), workdir, cache_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    assert warning_lines(proc) == []
 
 
 @pytest.mark.parametrize("command", HUB_COMMANDS)
@@ -122,6 +130,7 @@ def test_readme_report_and_export_read_what_a_run_wrote(workdir, cache_env):
     (report,) = commands("python -m modularity.report")
     proc = shell(f"{shlex.split(report)[0]} -m modularity.report {sweep}", workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert warning_lines(proc) == []
     assert (sweep / "report.csv").is_file()
     (export,) = commands("python -m modularity.export")
     run_dir = next(p.parent for p in sweep.glob("*/scores.safetensors"))
@@ -129,6 +138,7 @@ def test_readme_report_and_export_read_what_a_run_wrote(workdir, cache_env):
     words[3:5] = [str(run_dir), str(workdir / "pruned")]
     proc = shell(shlex.join(words), workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert warning_lines(proc) == []
     assert (workdir / "pruned" / "config.json").is_file()
 
 
@@ -139,4 +149,5 @@ def test_readme_python_example_runs(workdir, cache_env):
     script.write_text(example)
     proc = shell(f"{sys.executable} {script}", workdir, cache_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert warning_lines(proc) == []
     assert proc.stdout.strip(), "the example prints its result"

@@ -8,10 +8,8 @@ of one matrix, i.e. permuting its rows and columns together. Entries of a distan
 matrix are not independent, which is why the null comes from permutations of tasks, not of
 entries.
 
-Up to ``EXACT_MAX_TASKS`` tasks every permutation is enumerated and the p-value is exact (the
-share of permutations, identity included, at least as extreme as the observed labelling).
-Beyond, permutations are drawn at random and ``p = (1 + #as extreme) / (1 + n)``, which
-counts the observed labelling as one of the draws and so is never 0.
+Up to ``EXACT_MAX`` (8) tasks every permutation is enumerated and the p-value is exact;
+beyond, permutations are drawn at random (``modularity.algorithms.permutations``).
 
 ``partial_mantel`` asks the same while holding a third matrix fixed (Smouse, Long & Sokal
 1986): both matrices' entries are regressed on the control's and the residuals are
@@ -23,7 +21,6 @@ the tasks' data similarity as the control, agreement that only reflects overlapp
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -31,15 +28,17 @@ from typing import Literal
 import numpy as np
 from scipy.stats import rankdata
 
+from modularity.algorithms.permutations import (
+    ALTERNATIVES,
+    Alternative,
+    permutation_p,
+    permutations,
+)
 from modularity.errors import invalid_choice
 
 Method = Literal["pearson", "spearman"]
-Alternative = Literal["greater", "less", "two-sided"]
 METHODS: tuple[Method, ...] = ("pearson", "spearman")
-ALTERNATIVES: tuple[Alternative, ...] = ("greater", "less", "two-sided")
-EXACT_MAX_TASKS = 8  # 8! = 40320 permutations
 CHUNK_CELLS = 1 << 22  # permutations x matrix entries correlated at once
-TIE_TOLERANCE = 1e-9  # permuted statistics this close to the observed one count as ties
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def mantel(
     """Mantel test between symmetric ``[T, T]`` matrices over the same tasks, in one order.
 
     ``greater`` (the default) asks whether the matrices agree more than under relabelling;
-    ``n_permutations`` and ``seed`` only matter when ``T > EXACT_MAX_TASKS``.
+    ``n_permutations`` and ``seed`` only matter beyond 8 tasks.
     """
     if method not in METHODS:
         raise invalid_choice("Mantel correlation", method, METHODS)
@@ -82,25 +81,17 @@ def mantel(
     b_std = _standardised(b_[rows, cols], "b")
     observed = float(a_std @ b_std)
 
-    exact = n_tasks <= EXACT_MAX_TASKS
-    if exact:
-        permutations = np.array(list(itertools.permutations(range(n_tasks))))
-    else:
-        if n_permutations < 1:
-            raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
-        rng = np.random.default_rng(seed)
-        permutations = rng.permuted(np.tile(np.arange(n_tasks), (n_permutations, 1)), axis=1)
+    relabellings = permutations(n_tasks, n_permutations, seed)
     # Relabelling b's tasks moves its entries within the triangle: the mean and spread of
     # the entries are unchanged, so the standardised triangle's entries are just permuted.
     b_std_matrix = np.zeros_like(b_)
     b_std_matrix[rows, cols] = b_std
     b_std_matrix += b_std_matrix.T
-    statistics = _permuted_statistics(a_std, b_std_matrix, permutations, rows, cols)
-    extreme = int(np.count_nonzero(_as_extreme(statistics, observed, alternative)))
-    p_value = extreme / len(permutations) if exact else (1 + extreme) / (1 + n_permutations)
+    statistics = _permuted_statistics(a_std, b_std_matrix, relabellings.orders, rows, cols)
+    exact = relabellings.exact
     return MantelResult(
         statistic=observed,
-        p_value=p_value,
+        p_value=permutation_p(statistics, observed, alternative, exact),
         n_permutations=math.factorial(n_tasks) if exact else n_permutations,
         exact=exact,
         method=method,
@@ -184,11 +175,3 @@ def _permuted_statistics(
         perm = permutations[start : start + chunk]
         out[start : start + chunk] = b_std_matrix[perm[:, rows], perm[:, cols]] @ a_std
     return out
-
-
-def _as_extreme(statistics: np.ndarray, observed: float, alternative: Alternative) -> np.ndarray:
-    if alternative == "greater":
-        return statistics >= observed - TIE_TOLERANCE
-    if alternative == "less":
-        return statistics <= observed + TIE_TOLERANCE
-    return np.abs(statistics) >= abs(observed) - TIE_TOLERANCE

@@ -67,43 +67,6 @@ def containment(a: Mask, b: Mask) -> float:
     return float(_ratio(np.count_nonzero(a_ & b_), np.count_nonzero(a_)))
 
 
-def set_share(mask: Mask) -> float:
-    """Share of all the model's neurons that the set selects."""
-    return float(_as_mask(mask, "mask").mean())
-
-
-def layer_share(mask: Mask) -> np.ndarray:
-    """Share of each layer's neurons that the set selects, ``[layers]``."""
-    return _as_mask(mask, "mask").mean(axis=1)
-
-
-@dataclass(frozen=True)
-class LayerOverlap:
-    """Per-layer overlap of two sets A and B; every field has shape ``[layers]``."""
-
-    jaccard: np.ndarray
-    containment_ab: np.ndarray  # |A∩B| / |A|
-    containment_ba: np.ndarray  # |A∩B| / |B|
-    intersection: np.ndarray
-    size_a: np.ndarray
-    size_b: np.ndarray
-
-
-def layer_overlap(a: Mask, b: Mask) -> LayerOverlap:
-    """Overlap layer by layer, to see where in depth two tasks share neurons."""
-    a_, b_ = _as_pair(a, b)
-    inter = np.count_nonzero(a_ & b_, axis=1)
-    size_a, size_b = np.count_nonzero(a_, axis=1), np.count_nonzero(b_, axis=1)
-    return LayerOverlap(
-        jaccard=_ratio(inter, size_a + size_b - inter),
-        containment_ab=_ratio(inter, size_a),
-        containment_ba=_ratio(inter, size_b),
-        intersection=inter,
-        size_a=size_a,
-        size_b=size_b,
-    )
-
-
 @dataclass(frozen=True)
 class IntersectionNull:
     """Observed intersection against two random sets of the same per-layer sizes.

@@ -119,7 +119,7 @@ class Analysis:
         """Register every analysis under its short name (its module's last part), so
         ``report`` and ``summary.md`` find analyses defined outside this package too."""
         super().__init_subclass__(**kwargs)
-        _ANALYSES[cls.__module__.rsplit(".", 1)[-1]] = cls
+        _ANALYSES[short_name(f"{cls.__module__}.{cls.__name__}")] = cls
 
     @classmethod
     def summary(cls, rows: pd.DataFrame) -> list[str]:

@@ -72,7 +72,6 @@ from modularity.routing.routers import ROUTERS, experts_per_token
 from modularity.tidy import panels
 
 log = logging.getLogger(__name__)
-MOEFY_VERSION = 3
 WEIGHT_CLUSTERINGS = {"kmeans": balanced_kmeans, "plain": plain_kmeans, "random": random_partition}
 Weights = Enum("Weights", {n: n for n in ("auto", "up", "gate", "concat")})
 Device = Enum("Device", {n: n for n in ("auto", "cpu", "cuda")})
@@ -205,7 +204,6 @@ class Moefy(Analysis):
             }
         return pipe.cached(
             "moefy",
-            MOEFY_VERSION,
             by_coactivation if method == "coactivation" else by_weights,
             method=method,
             layers=layers,

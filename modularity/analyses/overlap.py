@@ -31,7 +31,14 @@ from modularity.algorithms.set_overlap import (
     overlap_table,
 )
 from modularity.analyses.base import Analysis, Row, RunContext
-from modularity.analyses.persistence import INIT_SUFFIX, mantel_note, persistence_rows, verdict
+from modularity.analyses.persistence import (
+    INIT_SUFFIX,
+    mantel_note,
+    masks,
+    persistence_rows,
+    task_selections,
+    verdict,
+)
 from modularity.figures import (
     HeatmapRow,
     figure,
@@ -44,7 +51,6 @@ from modularity.figures import (
 )
 from modularity.loggers import long_matrix
 from modularity.outputs import format_table, write_csv, write_json, write_tensors
-from modularity.pipeline import Pipeline, Selection
 from modularity.tidy import panels
 
 log = logging.getLogger(__name__)
@@ -54,14 +60,6 @@ MATRIX_LABELS = {
     "containment": "|A∩B| / |A| (row A, column B)",
     "z": "z vs random sets of equal size",
 }
-
-
-def task_selections(pipe: Pipeline, names: list[str]) -> dict[str, Selection]:
-    return {name: pipe.select(pipe.task(name)) for name in names}
-
-
-def masks(selections: dict[str, Selection]) -> dict[str, torch.Tensor]:
-    return {name: s.mask for name, s in selections.items()}
 
 
 @dataclass

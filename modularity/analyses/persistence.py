@@ -27,7 +27,7 @@ from modularity.algorithms.mantel import mantel, partial_mantel
 from modularity.algorithms.set_overlap import intersection_null, jaccard, overlap_matrix
 from modularity.analyses.base import Row
 from modularity.config import choice
-from modularity.pipeline import Pipeline
+from modularity.pipeline import Pipeline, Selection
 
 log = logging.getLogger(__name__)
 Sets = dict[str, torch.Tensor]  # task -> [layers, neurons] bool
@@ -67,9 +67,14 @@ def init_config(model_cfg: DictConfig) -> DictConfig | None:
     )
 
 
-def task_sets(pipe: Pipeline, tasks: list[str]) -> Sets:
-    """Each task's selected neurons in the pipeline's model."""
-    return {name: pipe.select(pipe.task(name)).mask for name in tasks}
+def task_selections(pipe: Pipeline, tasks: list[str]) -> dict[str, Selection]:
+    """Each task's selection (neurons and stability) in the pipeline's model."""
+    return {name: pipe.select(pipe.task(name)) for name in tasks}
+
+
+def masks(selections: dict[str, Selection]) -> Sets:
+    """The selected neurons of each task's selection."""
+    return {name: s.mask for name, s in selections.items()}
 
 
 def index_rows(trained: Sets, other: Sets, partner: str) -> list[Row]:
@@ -178,9 +183,9 @@ def persistence_rows(
     others: dict[str, Sets] = {}
     for offset in range(1, twins + 1):
         twin = twin_config(cfg.model, offset)
-        others[twin.name] = task_sets(Pipeline(cfg, twin), tasks)
+        others[twin.name] = masks(task_selections(Pipeline(cfg, twin), tasks))
     if init is None and (init_cfg := init_config(cfg.model)) is not None:
-        init = task_sets(Pipeline(cfg, init_cfg), tasks)
+        init = masks(task_selections(Pipeline(cfg, init_cfg), tasks))
     if init is not None:
         others[f"{model}{INIT_SUFFIX}"] = init
     rows = [row for name, sets in others.items() for row in index_rows(trained, sets, name)]

@@ -304,11 +304,6 @@ CORPORA: Mapping[str, CorpusSpec] = MappingProxyType(
 )
 
 
-def available_corpora() -> list[str]:
-    """Names of all registered corpora (whether or not their sources are installed)."""
-    return list(CORPORA)
-
-
 def _spec(name: str) -> CorpusSpec:
     try:
         return CORPORA[name]

@@ -2,8 +2,9 @@
 
 Parsing a dictionary or cleaning a thousand reST files takes seconds of CPU; every fresh
 process (a job of a sweep, a test) would pay them again. The cleaned documents are written
-once as JSON, keyed by a checksum of the source files' contents and by ``CLEANING_VERSION``,
-so an upgraded package or a changed cleaner never reuses a stale entry. An unwritable cache
+once as JSON, keyed by a checksum of the source files' contents and by the digest of the
+code that builds them (``modularity.code_version``), so an upgraded package or a changed
+cleaner never reuses a stale entry. An unwritable cache
 directory only costs the parse.
 """
 
@@ -17,14 +18,12 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from modularity.code_version import code_version
 from modularity.paths import user_cache_dir
 
 log = logging.getLogger(__name__)
 
 CORPORA_ENV_VAR = "MODULARITY_CORPORA_DIR"
-# Bump when a cleaner (``modularity.data.cleaning``, the loaders in ``corpora``) changes
-# what it produces, or the entry format changes.
-CLEANING_VERSION = 1
 
 Parts = Mapping[str, Iterable[tuple[str, str]]]  # part name -> (doc_id, text) pairs
 
@@ -49,7 +48,8 @@ def cached_parts(
 ) -> dict[str, list[tuple[str, str]]]:
     """``build()`` (named parts of (doc_id, text) pairs) for sources with ``checksum``, read
     from the disk cache when an entry exists, else built and written there."""
-    key = hashlib.sha256(f"{name}\0{CLEANING_VERSION}\0{checksum}".encode()).hexdigest()[:32]
+    version = code_version(build, cached_parts)  # the cleaners and this entry format
+    key = hashlib.sha256(f"{name}\0{version}\0{checksum}".encode()).hexdigest()[:32]
     entry = corpora_cache_dir() / f"{name}-{key}.json"
     try:
         parts = json.loads(entry.read_text(encoding="utf-8"))

@@ -50,15 +50,6 @@ class ImageSet:
     coarse: dict[str, tuple[int, ...]] = field(default_factory=dict)
     origin: np.ndarray | None = None
 
-    def coarse_labels(self) -> np.ndarray:
-        """Superclass id per image, numbering superclasses in ``coarse``'s order."""
-        if not self.coarse:
-            raise ValueError("this image set defines no superclasses")
-        lookup = np.full(len(self.class_names), -1, dtype=np.int64)
-        for coarse_id, fine_ids in enumerate(self.coarse.values()):
-            lookup[list(fine_ids)] = coarse_id
-        return lookup[self.labels]
-
 
 def _read_only(*arrays: np.ndarray) -> None:
     for array in arrays:
@@ -133,11 +124,6 @@ _LOADERS: Mapping[str, Callable[[], ImageSet]] = {
     "digits": _digits,
     "fashion_mnist": lambda: _fashion_mnist(str(FASHION_MNIST_DIR.path)),
 }
-
-
-def available_image_sets() -> list[str]:
-    """Names of all registered image sets (whether or not their sources are installed)."""
-    return list(_LOADERS)
 
 
 def load_image_set(name: str) -> ImageSet:

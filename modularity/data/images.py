@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from modularity.config import choice
+from modularity.config import Source, checked_choice
 from modularity.data.hub import load_hub_dataset
 from modularity.data.image_sources import load_image_set
 from modularity.data.splits import IMAGE_SPLITS, check_split, image_halves, image_split_indices
@@ -112,12 +112,10 @@ def image_split(task: DictConfig, split: str, exclude: set[int] | None = None) -
     """
     check_split(split, [*IMAGE_SPLITS, *REFERENCE_POOLS])
     split = REFERENCE_POOLS.get(split, split)
-    if choice(task.source) == "local":
+    if checked_choice(Source, task.source, f"source of task {task.name!r}") == "local":
         data = _local_split(task, split)
-    elif choice(task.source) == "hub":
-        data = _hub_split(task, split)
     else:
-        raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")
+        data = _hub_split(task, split)
     keep = np.ones(len(data.labels), dtype=bool)
     if task.classes:
         keep &= np.isin(data.labels, list(class_ids(task, data.class_names, data.coarse)))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from omegaconf import DictConfig
 
-from modularity.config import choice
+from modularity.config import Source, checked_choice
 from modularity.data.corpora import Document, load_corpus
 from modularity.data.hub import load_hub_dataset
 from modularity.data.packing import TextSample, pack_documents
@@ -97,14 +97,12 @@ def _text(value: object, task: DictConfig, field: str) -> str:
 def _sources(task: DictConfig, split: str) -> dict[str, Callable[[], Iterable[Document]]]:
     """The task's document streams by name (one per corpus of a local mixture, else one),
     each as a function that starts it afresh."""
-    if choice(task.source) == "local":
+    if checked_choice(Source, task.source, f"source of task {task.name!r}") == "local":
         return {
             name: functools.partial(corpus_documents, name, split, task.seed)
             for name in local_corpora(task)
         }
-    if choice(task.source) == "hub":
-        return {task.hub.get("dataset", task.name): functools.partial(hub_documents, task, split)}
-    raise ConfigError(f"task {task.name!r}: unknown source {task.source!r}; valid: local, hub")
+    return {task.hub.get("dataset", task.name): functools.partial(hub_documents, task, split)}
 
 
 def _pack_source(

@@ -135,10 +135,6 @@ class ModelAdapter:
         """The module whose input is the neuron activation vector (hook it with a pre-hook)."""
         return self.blocks[layer].get_submodule(self.layout.down)
 
-    def site_name(self, layer: int) -> str:
-        """Stable name of the neuron site, the same for every family."""
-        return f"blocks.{layer}.mlp.neurons"
-
     def _linear_weight(self, layer: int, path: str) -> torch.Tensor:
         """Weight of an MLP linear in PyTorch's ``[out_features, in_features]`` convention."""
         weight = self.blocks[layer].get_submodule(path).weight
@@ -185,10 +181,6 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ attention
 
-    @property
-    def has_attention_layout(self) -> bool:
-        return self.layout.attn_out is not None
-
     def attention_output(self, layer: int) -> nn.Module:
         """The attention output projection, whose input holds every query head's value
         output side by side (``[..., n_heads * head_dim]``, head-major)."""
@@ -205,6 +197,12 @@ class ModelAdapter:
         """Query heads per layer (with grouped-query attention, more than key/value heads):
         every HF config maps ``num_attention_heads`` to its own name for it."""
         return int(self.model.config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads per layer: fewer than ``n_heads`` with grouped-query attention;
+        configs without ``num_key_value_heads`` have one per query head."""
+        return int(getattr(self.model.config, "num_key_value_heads", None) or self.n_heads)
 
     @property
     def attention_width(self) -> int:

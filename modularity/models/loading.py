@@ -30,8 +30,8 @@ from transformers import (
     PretrainedConfig,
 )
 
-from modularity.config import choice
-from modularity.errors import ConfigError, ModularityError, invalid_choice
+from modularity.config import Quantization, checked_choice, choice
+from modularity.errors import ConfigError, ModularityError
 from modularity.hub import hub_access, is_local_path
 from modularity.models.adapter import ModelAdapter, adapter_class, supported_model_types
 from modularity.models.layout import LayoutAdapter, layout_of
@@ -190,13 +190,11 @@ def _quantization(kind: str) -> Any:
 
     from modularity.optional import require
 
+    kind = checked_choice(Quantization, kind, "model.quantization")
     require("bitsandbytes")
-
     if kind == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    if kind == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
-    raise invalid_choice("model.quantization", kind, ["8bit", "4bit"])
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
 
 
 def _tokenizer(cfg: DictConfig, source: str | None) -> Any:

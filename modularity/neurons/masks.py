@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from modularity.errors import invalid_choice
+from modularity.config import AblationMode, checked_choice
 from modularity.models.adapter import ModelAdapter
 from modularity.neurons.sites import column_mask, site_of
 
@@ -59,9 +59,7 @@ def ablate(
     input, the reference mean: for ``heads`` the attention neurons' means), which removes
     their task-dependent signal but keeps their average contribution.
     """
-    if mode not in ("zero", "mean"):
-        raise invalid_choice("ablation mode", mode, ["zero", "mean"])
-    if mode == "mean" and means is None:
+    if checked_choice(AblationMode, mode, "ablation mode") == "mean" and means is None:
         raise ValueError("mean ablation needs the reference means")
     mask = column_mask(adapter, site, mask)
     layers = [layer for layer in range(mask.shape[0]) if mask[layer].any()]

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from modularity.errors import ConfigError, invalid_choice
+from modularity.config import Scope, checked_choice
+from modularity.errors import ConfigError
 
 
 def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
@@ -44,17 +45,16 @@ def select_top_fraction(
     chosen = check_layers(layers, n_layers)
     mask = torch.zeros(scores.shape, dtype=torch.bool)
     sub = scores[chosen].to(torch.float64).cpu()
+    scope = checked_choice(Scope, scope, "selection.scope")
     if scope == "layer":
         k = n_selected(fraction, n_neurons)
         top = sub.argsort(dim=1, descending=True, stable=True)[:, :k]
         picked = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, top, True)
-    elif scope == "global":
+    else:
         k = n_selected(fraction, sub.numel())
         top = sub.flatten().argsort(descending=True, stable=True)[:k]
         picked = torch.zeros(sub.numel(), dtype=torch.bool)
         picked[top] = True
         picked = picked.view_as(sub)
-    else:
-        raise invalid_choice("selection.scope", scope, ["layer", "global"])
     mask[chosen] = picked
     return mask

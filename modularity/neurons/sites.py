@@ -9,6 +9,15 @@
   into the residual stream, up to that projection), a scalar >= 0; the usual statistics are
   streamed over that scalar. Ablating a head removes its whole slice.
 
+Parameters a unit takes out when removed (weights only; biases, at most one a row, are
+left out): an MLP neuron its up (and gate) row and its down column, ``(2 or 3) x d_model``;
+an attention neuron its output-projection column, plus its value-projection row where the
+row is its own (one key/value head per query head), ``d_model`` or ``2 x d_model``; a head
+its ``head_dim`` columns of the output projection and rows of the query projection, plus
+those of the key and value projections where it has its own, ``head_dim x d_model x (2 or
+4)``. With grouped-query attention the shared key/value rows die only with every head that
+reads them, so they are not counted.
+
 Reading several sites at once concatenates their units per layer (in the order asked), so
 one forward feeds one set of streaming sums and the statistics are split per site after.
 Ablation replaces a site's module input, columns of the units' slices; the mean a column is
@@ -55,6 +64,14 @@ class Site:
         """The units' values per token from the module input ``x`` (``[..., width]``)."""
         return x
 
+    def unit_parameters(self, adapter: ModelAdapter) -> int:
+        """Weights one unit takes out when removed (the module docstring's formula)."""
+        if self.name == "mlp":
+            inputs = adapter.input_weight(0, "concat" if adapter.is_gated else "up")
+            return inputs.shape[1] + adapter.output_weight(0).shape[0]
+        d_model = adapter.attention_output_weight(0).shape[0]
+        return d_model * (2 if adapter.n_kv_heads == adapter.n_heads else 1)
+
     def columns(self, adapter: ModelAdapter, units: torch.Tensor) -> torch.Tensor:
         """The module-input columns that units ``[..., width]`` (bool) cover."""
         return units
@@ -75,6 +92,11 @@ class HeadSite(Site):
 
     def columns(self, adapter: ModelAdapter, units: torch.Tensor) -> torch.Tensor:
         return units.repeat_interleave(adapter.head_dim, dim=-1)
+
+    def unit_parameters(self, adapter: ModelAdapter) -> int:
+        d_model = adapter.attention_output_weight(0).shape[0]
+        projections = 4 if adapter.n_kv_heads == adapter.n_heads else 2
+        return adapter.head_dim * d_model * projections
 
 
 SITES: dict[str, Site] = {

@@ -16,8 +16,6 @@ import torch
 # final means; exactly, from the activations kept in memory by the one pass.
 METHODS = ("one-pass", "two-pass", "kept")
 TARGETS = ("full", "half0", "half1")
-# Bump when the names or meaning of the tensors written by ``CollectedStats.to_tensors`` change.
-COLLECTED_STATS_FORMAT = 1
 
 
 @dataclass(frozen=True)

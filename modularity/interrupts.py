@@ -1,0 +1,57 @@
+"""Ctrl-C and SIGTERM stop a command-line run in any phase, with one line and status 130.
+
+Both signals raise ``KeyboardInterrupt`` at the next Python step of whatever runs (data
+preparation, tokenisation, collection, k-means, writing). Python drops an exception raised
+inside a finaliser (a ``__del__`` or weakref callback, which garbage collection runs
+between any two steps) after printing it, so a single signal can be lost: until the entry
+point reports the interrupt (:func:`exit_interrupted`), it is raised again every
+``REPEAT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import signal
+import sys
+import threading
+from typing import Any, NoReturn
+
+INTERRUPTED = "interrupted; nothing cached was lost (finished statistics stay cached)"
+REPEAT_SECONDS = 2.0
+
+_received = threading.Event()
+_reported = threading.Event()
+
+
+def _raise_again(signum: int) -> None:
+    """Signal the main thread again (a real signal also cuts short a sleep or a read)."""
+    main = threading.main_thread().ident
+    while not _reported.wait(REPEAT_SECONDS):
+        if hasattr(signal, "pthread_kill") and main is not None:
+            signal.pthread_kill(main, signum)
+        else:
+            _thread.interrupt_main(signum)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if _reported.is_set():  # already on the way out
+        return
+    if not _received.is_set():
+        _received.set()
+        threading.Thread(target=_raise_again, args=(signum,), daemon=True).start()
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Make Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` (main thread only). Lightning's
+    loops keep this handler beside their own, which only records a SIGTERM, and
+    :func:`modularity.trainer.run_loop` keeps the interrupt a ``KeyboardInterrupt``."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+
+
+def exit_interrupted(detail: str = "") -> NoReturn:
+    """Print the one line of an interrupted run (``detail`` appended) and exit with 130."""
+    _reported.set()
+    print(f"error: {INTERRUPTED}{detail}", file=sys.stderr)
+    sys.exit(130)
