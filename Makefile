@@ -28,11 +28,17 @@ run: $(STAMP)
 run-full: $(STAMP)
 	$(BIN)/python -m modularity.default --plan full --out outputs-full
 
+# Tests run in TEST_WORKERS processes (pytest-xdist): most of the suite's time is spent in
+# subprocesses started by tests and in single-threaded Python, so two workers with one torch
+# thread each keep two cores busy where one process left one idle.
+TEST_WORKERS ?= 2
+PYTEST  := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_collect.py

@@ -27,6 +27,7 @@ def rows_of(result) -> pd.DataFrame:
     return result.rows
 
 
+@pytest.mark.slow
 def test_prune_writes_its_artefacts_and_rows_with_intervals(make_cfg):
     cfg = make_cfg(*LLAMA, "task=code", "selection.fraction=0.1")
     result = run(cfg)
@@ -72,6 +73,7 @@ def test_prune_on_an_image_model_uses_the_other_classes_as_reference(make_cfg):
     assert units["reference"] > 5 * units["task"]  # nine other digits
 
 
+@pytest.mark.slow
 def test_a_cache_hit_skips_collection_and_the_baseline(make_cfg):
     cfg = make_cfg(*LLAMA, "task=code")
     backbone = load_model(cfg.model).model.base_model
@@ -174,6 +176,7 @@ def test_overlap_needs_two_distinct_tasks(make_cfg):
         run(make_cfg(*LLAMA, "analysis=overlap", "tasks=[code,code]"))
 
 
+@pytest.mark.slow
 def test_moefy_clusters_gates_by_default_and_reports_alignment_by_depth(make_cfg, caplog):
     cfg = make_cfg(
         *LLAMA,

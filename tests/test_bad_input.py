@@ -69,6 +69,7 @@ CONFIG_ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "word"), CONFIG_ERRORS[:4])
 def test_config_errors_fast(tmp_path, args, word):
     one_line_error(modularity_cli(tmp_path, *args), word)
@@ -174,6 +175,7 @@ def test_a_missing_core_package_is_named(tmp_path):
     one_line_error(proc, "pyarrow")
 
 
+@pytest.mark.slow
 def test_report_on_an_empty_directory(tmp_path):
     proc = modularity_cli(tmp_path, str(tmp_path), module="modularity.report")
     assert proc.returncode == 1 and "nothing to report" in proc.stderr

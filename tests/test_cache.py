@@ -107,6 +107,7 @@ def test_failed_rename_leaves_no_entry(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # the temporary directory went too
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_no_entry(tmp_path):
     """SIGKILL a process between writing its files and renaming them into place."""
     marker = tmp_path / "writing"
@@ -199,6 +200,7 @@ def test_existing_entry_is_not_overwritten(tmp_path):
     assert torch.equal(cache.get(KEY)["x"], torch.zeros(2))
 
 
+@pytest.mark.slow
 def test_key_is_stable_across_processes():
     script = textwrap.dedent(
         f"""

@@ -68,6 +68,7 @@ def test_embedded_plan_end_to_end(tmp_path):
     assert rerun == [results[0]]
 
 
+@pytest.mark.slow
 def test_failed_steps_are_reported_and_the_rest_runs(tmp_path):
     plan = [
         Experiment("embedded_digits", ("overlap",), requires="no_such_package_here"),

@@ -105,6 +105,7 @@ def test_layer_counts_drawn_when_they_differ_and_not_when_equal(tmp_path, drawn)
     check_readable(only(drawn))
 
 
+@pytest.mark.slow
 def test_overlap_heatmaps_are_one_figure_of_labelled_panels(tmp_path, drawn):
     rng = np.random.default_rng(0)
     rows = []
@@ -210,6 +211,7 @@ def row(metric, value, task, variant="", measure="", partner="", **where) -> dic
                 partner=partner, low=value - 1, high=value + 1, **where)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_report_figures_of_a_mixed_folder(tmp_path, drawn):
     """drop_vs_fraction over two models, overlap heatmaps of two runs in one figure, the
     trained-vs-random CDF and alignment by depth: all readable."""

@@ -64,6 +64,7 @@ def console_script(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_report_and_export_are_subcommands(tmp_path):
     write_run(tmp_path, "a", "code", 0.1, "all", 5.0)
     write_run(tmp_path, "b", "code", 0.2, "all", 9.0)

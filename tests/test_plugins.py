@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pandas as pd
+import pytest
 from omegaconf import OmegaConf, open_dict
 
 from modularity.analyses.base import execute
@@ -40,6 +41,7 @@ class TaskCount(Analysis):
 '''
 
 
+@pytest.mark.slow
 def test_outside_analysis_runs_and_reports(make_cfg, tmp_path, monkeypatch):
     package = tmp_path / "plugins" / "extpkg"
     package.mkdir(parents=True)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from omegaconf import OmegaConf
 
 from modularity.analyses.base import ROW_COLUMNS
@@ -76,6 +77,7 @@ def test_swept_keys_are_columns_and_figures_do_not_pool_them(tmp_path):
     assert (tmp_path / "report.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_empty_directory_writes_nothing_and_says_so(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "modularity.report", str(tmp_path)],
@@ -88,6 +90,7 @@ def test_empty_directory_writes_nothing_and_says_so(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_truncated_result_is_named_and_the_rest_reported(tmp_path):
     write_run(tmp_path, "good", "code", 0.1, "all", 5.0)
     broken = write_run(tmp_path, "broken", "prose", 0.1, "all", 5.0)

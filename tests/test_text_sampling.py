@@ -112,6 +112,7 @@ def test_cutting_long_documents_before_tokenising_keeps_their_first_tokens():
     assert sample.input_ids.flatten().tolist() == expected[: sample.n_tokens]
 
 
+@pytest.mark.slow
 def test_shortfall_is_one_warning_line_per_sample(caplog):
     caplog.set_level(logging.WARNING, logger="modularity.data.text")
     math = load_task_config("math")
