@@ -1,0 +1,94 @@
+"""``analysis=power``: the fits that say how much data a target needs (against hand-made
+curves), and the analysis end to end on a tiny model (its full-size effect is the pruning
+run's, its smaller evaluation sizes nested subsets)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special
+
+from modularity.algorithms.data_needed import (
+    EXTRAPOLATED,
+    INTERPOLATED,
+    NOT_REACHED,
+    stability_needed,
+    width_needed,
+)
+from modularity.analyses.power import Power
+from modularity.errors import ConfigError
+from modularity.run import run
+
+TOKENS = np.array([1024, 2048, 4096, 8192])
+
+
+def test_stability_on_an_exact_logistic_curve_is_solved_exactly():
+    stability = special.expit(-6.0 + 0.5 * np.log2(TOKENS))  # 0.38 .. 0.62
+    needed = stability_needed(TOKENS, stability, 0.7)
+    assert (needed.intercept, needed.slope) == pytest.approx((-6.0, 0.5))
+    assert needed.amount == pytest.approx(2 ** ((special.logit(0.7) + 6.0) / 0.5))
+    assert needed.label == EXTRAPOLATED
+    assert stability_needed(TOKENS, stability, 0.5).label == INTERPOLATED
+    assert stability_needed(TOKENS, stability, 0.5).amount == pytest.approx(4096)
+
+
+def test_width_on_an_exact_power_law_is_solved_exactly():
+    widths = 40.0 / np.sqrt(TOKENS)  # 1.25 .. 0.44 pp
+    needed = width_needed(TOKENS, widths, 0.25)
+    assert needed.slope == pytest.approx(-0.5)
+    assert needed.amount == pytest.approx((40.0 / 0.25) ** 2)  # 25,600 tokens
+    assert needed.label == EXTRAPOLATED
+    assert width_needed(TOKENS, widths, 0.625).amount == pytest.approx(4096)
+
+
+def test_curves_that_do_not_approach_the_target_give_no_answer():
+    falling = stability_needed(TOKENS, np.array([0.5, 0.4, 0.3, 0.2]), 0.7)
+    assert falling.label == NOT_REACHED and falling.amount != falling.amount
+    one_point = width_needed(TOKENS[:1], np.array([2.0]), 1.0)
+    assert one_point.label == NOT_REACHED
+    assert width_needed(TOKENS, np.full(4, np.nan), 1.0).label == NOT_REACHED
+
+
+def test_bad_settings_are_one_line(make_cfg):
+    cfg = make_cfg("model=tiny_llama")
+    for power, name in (
+        (Power(doublings=0), "doublings"),
+        (Power(target_stability=1.0), "target_stability"),
+    ):
+        with pytest.raises(ConfigError, match=f"analysis.{name}="):
+            power.check(cfg)
+
+
+SMALL = ["model=tiny_llama", "task=code", "data.block_size=64", "data.collect_size=2048"]
+
+
+@pytest.mark.slow
+def test_power_end_to_end_on_a_tiny_model(make_cfg):
+    cfg = make_cfg(*SMALL, "data.eval_size=2048", "analysis=power", "analysis.doublings=2")
+    result = run(cfg)
+    out = Path(cfg.output_dir)
+    assert (out / "power.png").is_file()
+    table = pd.read_csv(out / "power.csv")
+    collection = table[table.split == "collection"]
+    evaluation = table[table.split == "evaluation"]
+    assert list(collection.share) == ["1/4", "1/2", "1"] == list(evaluation.share)
+    assert list(collection.tokens) == [512, 1024, 2048]
+    # nested evaluation subsets of about a quarter and a half of the scored tokens
+    total = evaluation.tokens.iloc[-1]
+    assert evaluation.tokens.iloc[0] <= total / 4 and evaluation.tokens.iloc[1] <= total / 2
+    assert list(evaluation.units) == sorted(evaluation.units)
+    rows = result.rows
+    needed = rows[rows.metric == "data_needed"]
+    assert set(needed.measure) == {"stability", "top-1 effect interval width"}
+    assert set(needed.label) <= {INTERPOLATED, EXTRAPOLATED, NOT_REACHED}
+
+    # the full-size point is what a pruning run with the same data reports
+    prune = run(make_cfg(*SMALL, "data.eval_size=2048"))
+    effect = prune.rows[(prune.rows.metric == "effect") & (prune.rows.measure == "top1")].iloc[0]
+    full = rows[(rows.metric == "effect_by_size") & (rows.variant == "1")].iloc[0]
+    assert (full.value, full.low, full.high) == pytest.approx(
+        (effect.value, effect.low, effect.high)
+    )
+    stability = prune.rows[prune.rows.metric == "stability"].value.iloc[0]
+    assert collection.stability.iloc[-1] == pytest.approx(stability)
