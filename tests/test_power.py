@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import special
+from scipy import special, stats
 
 from modularity.algorithms.data_needed import (
     EXTRAPOLATED,
@@ -33,13 +33,16 @@ def test_stability_on_an_exact_logistic_curve_is_solved_exactly():
     assert stability_needed(TOKENS, stability, 0.5).amount == pytest.approx(4096)
 
 
-def test_width_on_an_exact_power_law_is_solved_exactly():
-    widths = 40.0 / np.sqrt(TOKENS)  # 1.25 .. 0.44 pp
-    needed = width_needed(TOKENS, widths, 0.25)
+def test_width_on_an_exact_power_law_of_the_standard_error_is_solved_exactly():
+    errors = 10.0 / np.sqrt(TOKENS)  # the standard error falls as 1 / sqrt(tokens)
+    z = stats.norm.ppf(0.975)
+    needed = width_needed(TOKENS, errors, 0.25)
     assert needed.slope == pytest.approx(-0.5)
-    assert needed.amount == pytest.approx((40.0 / 0.25) ** 2)  # 25,600 tokens
+    assert needed.amount == pytest.approx((2 * z * 10.0 / 0.25) ** 2)  # 2 z se = 0.25 pp
     assert needed.label == EXTRAPOLATED
-    assert width_needed(TOKENS, widths, 0.625).amount == pytest.approx(4096)
+    at_4096 = 2 * z * 10.0 / 64
+    assert width_needed(TOKENS, errors, at_4096).amount == pytest.approx(4096)
+    assert width_needed(TOKENS, errors, at_4096).label == INTERPOLATED
 
 
 def test_curves_that_do_not_approach_the_target_give_no_answer():

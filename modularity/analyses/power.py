@@ -14,7 +14,8 @@ Two curves, each over the run's data sizes halved 0..``doublings`` times:
   side's scored tokens, so no size costs a forward pass of its own.
 
 Then the data each target needs (``target_stability``, ``target_width_pp``) from fits of both
-curves (``modularity.algorithms.data_needed``), labelled *interpolated* or *extrapolated*.
+curves (``modularity.algorithms.data_needed``; the width through the effect's standard
+error, as a large-sample interval), labelled *interpolated* or *extrapolated*.
 Rows: ``stability_by_size``/``chance_stability_by_size`` and ``effect_by_size`` /
 ``width_by_size`` (``n``: the size's tokens or images; ``variant``: the share of the largest,
 e.g. ``1/8``) and ``data_needed`` (``measure``: which target, ``label``: how it was found);
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from modularity.algorithms.data_needed import Needed, stability_needed, width_needed
+from modularity.algorithms.data_needed import Needed, stability_needed, width_needed, z_quantile
 from modularity.algorithms.unit_intervals import MetricSums, drop_difference
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.errors import ConfigError
@@ -83,7 +84,7 @@ class Power(Analysis):
             STABILITY: stability_needed(
                 collection.tokens, collection.stability, self.target_stability
             ),
-            WIDTH: width_needed(evaluation.tokens, evaluation.width, self.target_width_pp),
+            WIDTH: width_needed(evaluation.tokens, evaluation.se, self.target_width_pp),
         }
         targets = {
             STABILITY: f">= {self.target_stability:g}",
@@ -185,6 +186,8 @@ def evaluation_curve(
                 "low": effect.low,
                 "high": effect.high,
                 "width": effect.high - effect.low,
+                "se": effect.se,
+                "df": effect.df,
                 "p_value": effect.p_value(),
             }
         )
@@ -244,7 +247,8 @@ def plot_power(
     title_text: str,
 ) -> Path | None:
     """Stability against collection data and interval width against evaluation data
-    (log2 axes of data), each with its fit (dashed beyond the measured sizes) and target."""
+    (log2 axes of data), each with its fit (dashed; for the width, the large-sample interval
+    of the fitted standard error) and target."""
     fig, axes = figure(2, width=4.4, height=3.4)
     panels = (
         ("collection", "stability", STABILITY, "split-half stability (Jaccard, 0-1)"),
@@ -275,4 +279,4 @@ def plot_power(
 def _fitted(fit: Needed, tokens: np.ndarray, what: str) -> np.ndarray:
     if what == STABILITY:
         return 1 / (1 + np.exp(-(fit.intercept + fit.slope * np.log2(tokens))))
-    return np.exp(fit.intercept + fit.slope * np.log(tokens))
+    return 2 * z_quantile(0.95) * np.exp(fit.intercept + fit.slope * np.log(tokens))
