@@ -33,22 +33,22 @@ def test_stability_on_an_exact_logistic_curve_is_solved_exactly():
     assert stability_needed(TOKENS, stability, 0.5).amount == pytest.approx(4096)
 
 
-def test_width_on_an_exact_power_law_of_the_standard_error_is_solved_exactly():
-    errors = 10.0 / np.sqrt(TOKENS)  # the standard error falls as 1 / sqrt(tokens)
+def test_the_width_follows_the_largest_sizes_error_by_the_square_root_law():
     z = stats.norm.ppf(0.975)
+    errors = np.array([9.0, 1.0, 7.0, 1.0])  # noisy small sizes do not matter
     needed = width_needed(TOKENS, errors, 0.25)
-    assert needed.slope == pytest.approx(-0.5)
-    assert needed.amount == pytest.approx((2 * z * 10.0 / 0.25) ** 2)  # 2 z se = 0.25 pp
+    assert needed.slope == -0.5
+    assert needed.amount == pytest.approx(8192 * (2 * z * 1.0 / 0.25) ** 2)  # 2 z se = 0.25
     assert needed.label == EXTRAPOLATED
-    at_4096 = 2 * z * 10.0 / 64
-    assert width_needed(TOKENS, errors, at_4096).amount == pytest.approx(4096)
-    assert width_needed(TOKENS, errors, at_4096).label == INTERPOLATED
+    at_2048 = 2 * z * 1.0 * np.sqrt(8192 / 2048)  # the width 1/sqrt carries to 2,048 tokens
+    assert width_needed(TOKENS, errors, at_2048).amount == pytest.approx(2048)
+    assert width_needed(TOKENS, errors, at_2048).label == INTERPOLATED
 
 
 def test_curves_that_do_not_approach_the_target_give_no_answer():
     falling = stability_needed(TOKENS, np.array([0.5, 0.4, 0.3, 0.2]), 0.7)
     assert falling.label == NOT_REACHED and falling.amount != falling.amount
-    one_point = width_needed(TOKENS[:1], np.array([2.0]), 1.0)
+    one_point = stability_needed(TOKENS[:1], np.array([0.5]), 0.7)
     assert one_point.label == NOT_REACHED
     assert width_needed(TOKENS, np.full(4, np.nan), 1.0).label == NOT_REACHED
 

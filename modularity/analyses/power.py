@@ -14,8 +14,9 @@ Two curves, each over the run's data sizes halved 0..``doublings`` times:
   side's scored tokens, so no size costs a forward pass of its own.
 
 Then the data each target needs (``target_stability``, ``target_width_pp``) from fits of both
-curves (``modularity.algorithms.data_needed``; the width through the effect's standard
-error, as a large-sample interval), labelled *interpolated* or *extrapolated*.
+curves (``modularity.algorithms.data_needed``; the width through the effect's standard error
+at the largest size and the 1/sqrt(tokens) law, as a large-sample interval), labelled
+*interpolated* or *extrapolated*.
 Rows: ``stability_by_size``/``chance_stability_by_size`` and ``effect_by_size`` /
 ``width_by_size`` (``n``: the size's tokens or images; ``variant``: the share of the largest,
 e.g. ``1/8``) and ``data_needed`` (``measure``: which target, ``label``: how it was found);
@@ -248,7 +249,7 @@ def plot_power(
 ) -> Path | None:
     """Stability against collection data and interval width against evaluation data
     (log2 axes of data), each with its fit (dashed; for the width, the large-sample interval
-    of the fitted standard error) and target."""
+    of the largest size's standard error carried by the 1/sqrt law) and target."""
     fig, axes = figure(2, width=4.4, height=3.4)
     panels = (
         ("collection", "stability", STABILITY, "split-half stability (Jaccard, 0-1)"),
