@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import special, stats
 
 from modularity.algorithms.data_needed import (
@@ -95,3 +96,46 @@ def test_power_end_to_end_on_a_tiny_model(make_cfg):
     )
     stability = prune.rows[prune.rows.metric == "stability"].value.iloc[0]
     assert collection.stability.iloc[-1] == pytest.approx(stability)
+
+
+def unit_sums(hits: list[float], tokens: list[float]):
+    from modularity.evaluate import UnitSums
+
+    return UnitSums({"top1": torch.tensor(hits)}, {"top1": torch.tensor(tokens)})
+
+
+def test_evaluation_subsets_are_nested_shares_and_empty_ones_are_left_out(tmp_path):
+    from modularity.algorithms.unit_intervals import MetricSums, drop_difference
+    from modularity.analyses.power import evaluation_curve, plot_power
+
+    tokens = [100.0, 300.0, 50.0, 250.0, 200.0, 100.0]
+    before = {
+        "task": unit_sums([60, 150, 30, 120, 100, 40], tokens),
+        "reference": unit_sums([50, 160, 20, 100, 90, 50], tokens),
+    }
+    after = {
+        "task": unit_sums([40, 100, 20, 90, 70, 30], tokens),
+        "reference": unit_sums([48, 150, 20, 95, 88, 50], tokens),
+    }
+    curve = evaluation_curve(before, after, [64, 4, 2, 1], seed=0)
+    assert list(curve.share) == ["1/4", "1/2", "1"]  # 1/64 of 1,000 tokens holds no unit
+    assert list(curve.tokens) == sorted(curve.tokens) and curve.tokens.iloc[0] <= 250
+    full = drop_difference(
+        *(
+            MetricSums(s[side].num["top1"].numpy(), s[side].den["top1"].numpy())
+            for side in ("task", "reference")
+            for s in (before, after)
+        )
+    )
+    last = curve.iloc[-1]
+    assert (last.effect, last.low, last.high, last.se) == pytest.approx(
+        (full.value, full.low, full.high, full.se)
+    )
+    # a figure whose evaluation panel has no interval at any size is still drawn
+    collection = pd.DataFrame([{"split": "collection", "tokens": 1000, "stability": np.nan}])
+    table = pd.concat([collection, curve.assign(width=np.nan)], ignore_index=True)
+    needed = {
+        "stability": stability_needed(TOKENS, np.full(4, np.nan), 0.7),
+        "top-1 effect interval width": width_needed(curve.tokens, curve.se * np.nan, 2.0),
+    }
+    assert plot_power(tmp_path / "p.png", table, needed, (0.7, 2.0), "tokens", "t").is_file()

@@ -162,7 +162,8 @@ def evaluation_curve(
     before: dict[str, UnitSums], after: dict[str, UnitSums], shares: list[int], seed: int
 ) -> pd.DataFrame:
     """The top-1 effect and its interval on nested random subsets of the evaluation units
-    holding ``1 / share`` of each side's scored tokens (images)."""
+    holding ``1 / share`` of each side's scored tokens (images); a share whose subset of a
+    side is empty (fewer units than shares) is left out."""
     rng = np.random.default_rng(seed)
     orders = {side: rng.permutation(len(before[side].den[MEASURE])) for side in before}
     records = []
@@ -176,6 +177,8 @@ def evaluation_curve(
                 MetricSums(s.num[MEASURE].numpy()[kept], s.den[MEASURE].numpy()[kept])
                 for s in (before[side], after[side])
             ]
+        if not (sums[0].den.sum() > 0 and sums[2].den.sum() > 0):
+            continue  # too few units for this share: a side's subset holds no token
         effect = drop_difference(*sums)
         records.append(
             {
@@ -256,7 +259,11 @@ def plot_power(
         ("evaluation", "width", WIDTH, "top-1 effect: 95% interval width (pp)"),
     )
     for ax, (split, column, what, label), target in zip(axes[0], panels, targets):
-        points = table[table.split == split]
+        points = table[(table.split == split) & np.isfinite(table[column].astype(float))]
+        panel_title(ax, f"{what} against {split} {noun}")
+        if points.empty:  # e.g. no size had enough evaluation units for an interval
+            ax.text(0.5, 0.5, "nothing measured", ha="center", transform=ax.transAxes)
+            continue
         ax.plot(points.tokens, points[column], "o", color="#4c72b0", label="measured")
         fit = needed[what]
         if fit.slope == fit.slope:
@@ -271,7 +278,6 @@ def plot_power(
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"{split} {noun} (log scale)")
         ax.set_ylabel(label)
-        panel_title(ax, f"{what} against {split} {noun}")
     legend_below(fig, axes[0, 0], 4)
     title(fig, title_text)
     return save(fig, path)
