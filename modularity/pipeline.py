@@ -10,6 +10,7 @@ stale value.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -124,6 +125,13 @@ class Pipeline:
         self.site = choice(cfg.get("site", "mlp"))
         # Units per layer of the run's site; a family without that site fails here, in a line.
         self.n_units = site_of(self.site).width(self.adapter)
+
+    def with_data(self, **sizes: int) -> Pipeline:
+        """This pipeline, sharing its loaded model and cache, with other ``data`` settings
+        (e.g. ``collect_size``): what an analysis that varies the sample sizes needs."""
+        other = copy.copy(self)
+        other.cfg = OmegaConf.merge(self.cfg, {"data": sizes})
+        return other
 
     @property
     def adapter(self):  # noqa: ANN201 - ModelAdapter

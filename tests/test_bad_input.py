@@ -64,6 +64,7 @@ CONFIG_ERRORS = [
     (["model.path=/no/such/dir"], "model.path"),
     (["analysis=moefy", "analysis.n_null=0"], "analysis.n_null=0"),
     (["analysis=match", "analysis.target_ratio=2"], "target_ratio=2.0"),
+    (["analysis=power", "analysis.doublings=0"], "analysis.doublings=0"),
     (["task=nonexistent"], "nonexistent"),
     (["scoring.scorer=variance"], "unknown scorer 'variance'; valid: mad, abs"),
 ]

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-from scipy import stats
 
 import modularity
-from modularity.algorithms.t_interval import mean_over_estimates
+from modularity.algorithms.across_tasks import mean_over_tasks
 from modularity.analyses.base import Row
 from modularity.analyses.prune import Prune, console_summary
 from modularity.tidy import lower_median
@@ -42,6 +41,7 @@ def task_rows(task: str, effect: float, se: float, p: float, p_null: float, stab
         ),
         Row("null_margin", 1.0, variant="task-reference", p_value=p_null, n=40, **where),
         Row("standard_error", se, variant="task-reference", n=40, **where),
+        Row("degrees_of_freedom", 30.0, variant="task-reference", n=40, **where),
         Row("stability", stability, task=task, label=UNSTABLE if stability < 0.7 else ""),
         Row("evaluate_tokens", 4096.0, task=task, variant="task"),
     ]
@@ -83,19 +83,10 @@ def test_nested_tasks_are_marked_and_left_out_of_the_mean_and_counts():
     text = "\n".join(Prune.summary(rows))
     assert "| fashion-shirt (inside fashion-tops) |" in text
     assert "Left out as nested in another task (their images overlap): fashion-shirt" in text
-    mean, low, high = mean_over_estimates(np.array([6.0, 2.0]), np.array([1.0, 1.0]))
-    assert f"| {mean:+.1f} [{low:+.1f}, {high:+.1f}] | 2 of 2 |" in text  # shirt not counted
-
-
-def test_the_mean_over_tasks_is_never_narrower_than_their_own_errors():
-    values, errors = np.array([3.0, 3.1, 2.9, 3.0]), np.array([2.0, 2.0, 2.0, 2.0])
-    mean, low, high = mean_over_estimates(values, errors)
-    t = stats.t.ppf(0.975, 3)
-    assert mean == pytest.approx(3.0)
-    assert high - mean == pytest.approx(t * np.sqrt(4 * 4.0 / 16))  # the floor: sum se^2 / K^2
-    spread = np.array([0.0, 10.0, 4.0, 6.0])
-    mean, low, high = mean_over_estimates(spread, np.full(4, 0.1))
-    assert (low, high) == pytest.approx(stats.t.interval(0.95, 3, 5.0, stats.sem(spread)))
+    pooled = mean_over_tasks(np.array([6.0, 2.0]), np.array([1.0, 1.0]), np.array([30.0, 30.0]))
+    mean, low, high, tau = pooled.value, pooled.low, pooled.high, pooled.tau
+    # shirt not counted; tau = sqrt(8 - 1)
+    assert f"| {mean:+.1f} [{low:+.1f}, {high:+.1f}] | {tau:.1f} | 2 of 2 |" in text
 
 
 def test_console_says_why_there_is_no_interval():

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modularity.algorithms.across_tasks import mean_over_tasks
+from modularity.algorithms.t_interval import mean_over_estimates
 from modularity.algorithms.unit_intervals import (
     Estimate,
     MetricSums,
@@ -78,11 +80,11 @@ def loss_side(
     return MetricSums(before, tokens), MetricSums(after, tokens)
 
 
-def percentile_bootstrap_effect(
+def bootstrap_effects(
     task: Side, reference: Side, rng: np.random.Generator, resamples: int = 1000
-) -> tuple[float, float]:
-    """The replaced method, for comparison: 95% percentile interval of the top-1 effect (pp)
-    from resampling each side's units, before and after together."""
+) -> np.ndarray:
+    """``[resamples]`` top-1 effects (pp), each side's units resampled, before and after
+    together."""
 
     def changes(side: Side) -> np.ndarray:
         before, after = side
@@ -92,7 +94,15 @@ def percentile_bootstrap_effect(
             - after.num[draws].sum(1) / after.den[draws].sum(1)
         )
 
-    low, high = np.quantile(changes(task) - changes(reference), [0.025, 0.975])
+    return changes(task) - changes(reference)
+
+
+def percentile_bootstrap_effect(
+    task: Side, reference: Side, rng: np.random.Generator, resamples: int = 1000
+) -> tuple[float, float]:
+    """The replaced method, for comparison: 95% percentile interval of the top-1 effect (pp)
+    from resampling each side's units, before and after together."""
+    low, high = np.quantile(bootstrap_effects(task, reference, rng, resamples), [0.025, 0.975])
     return float(low), float(high)
 
 
@@ -156,3 +166,86 @@ def coverage(
     rng = np.random.default_rng([seed, n_units])
     hits = np.array([CHECKS[check](rng, n_units, size_sigma) for _ in range(repetitions)])
     return float(hits.mean())
+
+
+# ------------------------------------------------------------------- across tasks
+# Two levels: each task's true effect is drawn around the planted mean (spread ``tau`` pp),
+# then each task is evaluated on its own units as above. The interval over tasks should
+# cover the planted mean.
+
+TaskSample = list[tuple[Side, Side]]  # per task: (task side, reference side)
+MEAN_EFFECT_PP = TASK.accuracy_drop_pp - REFERENCE.accuracy_drop_pp  # the planted mean
+
+
+def task_sample(
+    rng: np.random.Generator, n_tasks: int, n_units: int, tau_pp: float, size_sigma: float
+) -> TaskSample:
+    """``n_tasks`` tasks whose true effects are ``MEAN_EFFECT_PP + tau_pp * N(0, 1)``, each
+    against its own reference, both on ``n_units`` skewed units."""
+    sample = []
+    for effect in MEAN_EFFECT_PP + tau_pp * rng.standard_normal(n_tasks):
+        task_drop = effect + REFERENCE.accuracy_drop_pp
+        truth = Planted(TASK.level, float(np.clip(task_drop / (100 * TASK.level), 0.01, 0.99)))
+        sample.append(
+            (
+                accuracy_side(rng, n_units, truth, size_sigma),
+                accuracy_side(rng, n_units, REFERENCE, size_sigma),
+            )
+        )
+    return sample
+
+
+def _task_estimates(sample: TaskSample) -> list[np.ndarray]:
+    """Each task's effect, standard error and degrees of freedom."""
+    estimates = [drop_difference(*task, *reference) for task, reference in sample]
+    return [np.array([getattr(e, name) for e in estimates]) for name in ("value", "se", "df")]
+
+
+def _two_level_t(sample: TaskSample, rng: np.random.Generator) -> tuple[float, float]:
+    pooled = mean_over_tasks(*_task_estimates(sample))
+    return pooled.low, pooled.high
+
+
+def _floored_t(sample: TaskSample, rng: np.random.Generator) -> tuple[float, float]:
+    values, errors, _ = _task_estimates(sample)
+    _, low, high = mean_over_estimates(values, errors)
+    return low, high
+
+
+def _two_level_bootstrap(
+    sample: TaskSample, rng: np.random.Generator, resamples: int = 1000
+) -> tuple[float, float]:
+    """Resample tasks, then each drawn task's units: the mean effect's percentile interval."""
+    effects = np.stack([bootstrap_effects(*pair, rng, resamples) for pair in sample])
+    tasks = rng.integers(0, len(sample), (resamples, len(sample)))
+    means = effects[tasks, np.arange(resamples)[:, None]].mean(1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return float(low), float(high)
+
+
+TASK_METHODS: dict[str, Callable[[TaskSample, np.random.Generator], tuple[float, float]]] = {
+    "two-level t (the project's)": _two_level_t,
+    "t floored at K-1 df (replaced)": _floored_t,
+    "two-level percentile bootstrap": _two_level_bootstrap,
+}
+
+
+def across_task_coverage(
+    method: str,
+    n_tasks: int,
+    n_units: int,
+    tau_pp: float,
+    repetitions: int,
+    seed: int = 0,
+    size_sigma: float = 1.0,
+) -> float:
+    """The share of ``repetitions`` simulated experiments whose 95% interval over tasks
+    (``TASK_METHODS[method]``) covers the planted mean effect."""
+    rng = np.random.default_rng([seed, n_tasks, n_units, int(tau_pp * 1000)])
+    hits = []
+    for _ in range(repetitions):
+        low, high = TASK_METHODS[method](
+            task_sample(rng, n_tasks, n_units, tau_pp, size_sigma), rng
+        )
+        hits.append(float(low <= MEAN_EFFECT_PP <= high))
+    return float(np.mean(hits))

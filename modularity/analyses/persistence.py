@@ -9,7 +9,11 @@ each other are the data-only control. Tasks whose inputs overlap (a class inside
 superclass) are ranked as related by any network, trained or not, so every pair is also
 tested with the tasks' data similarity partialled out (``partial_mantel_r`` rows): a task x
 task similarity of the inputs themselves, computed without any network
-(``data_similarity``).
+(``data_similarity``). The structure tests use only tasks not nested in another (a
+``nested_left_out`` row names each task left out and the task it lies in). Whether the
+trained model agrees with its init (or with random inits) more or less than two random inits
+agree with each other is tested directly: ``agreement_difference`` rows hold that difference
+of (partial) Mantel correlations with a jackknife interval over tasks.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from modularity.algorithms.agreement_difference import MIN_TASKS as DIFFERENCE_MIN_TASKS
+from modularity.algorithms.agreement_difference import agreement_difference
 from modularity.algorithms.mantel import mantel, partial_mantel
 from modularity.algorithms.set_overlap import intersection_null, jaccard, overlap_matrix
 from modularity.analyses.base import Row
-from modularity.config import choice
+from modularity.config import choice, nested_tasks
 from modularity.pipeline import Pipeline, Selection
 
 log = logging.getLogger(__name__)
@@ -162,12 +168,20 @@ def mantel_rows(
 
 
 def mantel_note(tasks: list[str]) -> None:
-    """Say once, before the work, that the structure tests need more tasks than given."""
-    if len(tasks) < MANTEL_MIN_TASKS:
+    """Say once, before the work, which tasks the structure tests leave out as nested in
+    another, and if too few are left to compare structures at all."""
+    nested = nested_tasks(tasks)
+    if nested:
         log.info(
-            "%d tasks: the task x task structure is not compared (the Mantel test needs at "
-            "least %d tasks); index-by-index overlaps are",
-            len(tasks),
+            "the task x task structure tests leave out tasks nested in another (any network "
+            "ranks such pairs as related): %s",
+            ", ".join(f"{inner} (inside {outer})" for inner, outer in nested.items()),
+        )
+    if len(tasks) - len(nested) < MANTEL_MIN_TASKS:
+        log.info(
+            "%d tasks not nested in another: the task x task structure is not compared (the "
+            "Mantel test needs at least %d); index-by-index overlaps are",
+            len(tasks) - len(nested),
             MANTEL_MIN_TASKS,
         )
 
@@ -189,29 +203,88 @@ def persistence_rows(
     if init is not None:
         others[f"{model}{INIT_SUFFIX}"] = init
     rows = [row for name, sets in others.items() for row in index_rows(trained, sets, name)]
-    matrices = {model: jaccard_matrix(trained)}
-    matrices.update({name: jaccard_matrix(sets) for name, sets in others.items()})
+    kept, left_out = structure_tasks(tasks)
+    rows += left_out
+    matrices = {
+        name: jaccard_matrix({t: sets[t] for t in kept})
+        for name, sets in {model: trained, **others}.items()
+    }
     twin_names = [n for n in others if not n.endswith(INIT_SUFFIX)]
     pairs = [(model, name) for name in others] + list(combinations(twin_names, 2))
-    similarity = data_similarity(Pipeline(cfg), tasks) if len(tasks) >= 3 else None
-    return rows + mantel_rows(matrices, pairs, permutations, similarity)
+    similarity = data_similarity(Pipeline(cfg), kept) if len(kept) >= MANTEL_MIN_TASKS else None
+    rows += mantel_rows(matrices, pairs, permutations, similarity)
+    return rows + difference_rows(matrices, model, twin_names, similarity)
+
+
+def structure_tasks(tasks: list[str]) -> tuple[list[str], list[Row]]:
+    """The tasks the structure tests use, those not nested in another, and a
+    ``nested_left_out`` row for each task left out (``partner``: the task it lies in)."""
+    nested = nested_tasks(tasks)
+    rows = [
+        Row("nested_left_out", 1.0, task=inner, partner=outer) for inner, outer in nested.items()
+    ]
+    return [t for t in tasks if t not in nested], rows
+
+
+def difference_rows(
+    matrices: dict[str, np.ndarray],
+    model: str,
+    twin_names: list[str],
+    similarity: np.ndarray | None,
+) -> list[Row]:
+    """The trained model's agreement with its init, and with the random twins, minus the
+    twins' agreement with each other, partial given the data ``similarity`` (plain without
+    it), each with its jackknife interval over tasks; none without two twins or with fewer
+    than ``MANTEL_MIN_TASKS`` tasks."""
+    control_pairs = list(combinations(twin_names, 2))
+    if not control_pairs or len(matrices[model]) < MANTEL_MIN_TASKS:
+        return []
+    comparisons = {"random twins": [(model, twin) for twin in twin_names]}
+    comparisons.update({n: [(model, n)] for n in matrices if n.endswith(INIT_SUFFIX)})
+    rows = []
+    for partner, first in comparisons.items():
+        try:
+            result = agreement_difference(matrices, first, control_pairs, similarity)
+        except ValueError as err:
+            log.warning("agreement difference %s vs %s is not defined: %s", model, partner, err)
+            continue
+        rows.append(
+            Row(
+                "agreement_difference",
+                result.value,
+                task=model,
+                partner=partner,
+                measure="partial" if similarity is not None else "plain",
+                variant="minus random vs random",
+                low=result.low,
+                high=result.high,
+                p_value=result.p_value,
+                n=float(result.n_tasks),
+            )
+        )
+    return rows
 
 
 def verdict(rows: list[Any], model: str) -> str:
     """One sentence on where shared task structure comes from, from the Mantel rows (Row
-    objects or table rows with the same fields): point estimates are named as such, and
-    only the partial tests (data similarity held fixed) speak to persistence."""
+    objects or table rows with the same fields): which tasks the structure tests left out as
+    nested, the agreements, and what the tested differences between them support; only the
+    partial tests (data similarity held fixed) speak to persistence."""
+    left_out = [f"{r.task} (inside {r.partner})" for r in rows if r.metric == "nested_left_out"]
+    parts = []
+    if left_out:
+        parts.append(f"structure tests leave out tasks nested in another: {', '.join(left_out)}")
     tests = [r for r in rows if r.metric == "mantel_r"]
     if not tests:
-        return (
+        parts.append(
             f"{model}: the task x task structure was not compared (the Mantel test needs at "
-            f"least {MANTEL_MIN_TASKS} tasks)"
+            f"least {MANTEL_MIN_TASKS} tasks not nested in another)"
         )
+        return "; ".join(parts) + "."
     held_fixed = {(r.task, r.partner): r for r in rows if r.metric == "partial_mantel_r"}
     trained = [r.value for r in tests if r.task == model and not r.partner.endswith(INIT_SUFFIX)]
     control = [r for r in tests if r.task != model]
     init = [r for r in tests if r.task == model and r.partner.endswith(INIT_SUFFIX)]
-    parts = []
     if trained:
         parts.append(f"trained vs unrelated random inits: mean Mantel r {np.mean(trained):.2f}")
     if control:
@@ -225,8 +298,6 @@ def verdict(rows: list[Any], model: str) -> str:
         )
     else:
         parts.append("the model's true initial weights are not known here")
-    if control and (init or trained):
-        parts.append("these correlations are point estimates, and their differences are not tested")
     for test in [*init, *control]:
         held = held_fixed.get((test.task, test.partner))
         if held is not None:
@@ -236,4 +307,38 @@ def verdict(rows: list[Any], model: str) -> str:
                 f"partial r {held.value:.2f} (p {held.p_value:.3g}), {beyond} what the "
                 "data's own similarity explains"
             )
+    differences = [r for r in rows if r.metric == "agreement_difference"]
+    parts += [difference_sentence(r) for r in differences]
+    if control and (init or trained) and not differences:
+        parts.append("these correlations are point estimates, and their differences are not tested")
     return "; ".join(parts) + "."
+
+
+def difference_sentence(row: Any) -> str:
+    """What one ``agreement_difference`` row supports, in words."""
+    with_what = "its own init" if row.partner.endswith(INIT_SUFFIX) else "random inits"
+    kind = (
+        "partial Mantel r, data similarity held fixed" if row.measure == "partial" else "Mantel r"
+    )
+    head = f"trained-vs-{with_what} minus random-vs-random agreement ({kind}): {row.value:+.2f}"
+    if row.low != row.low:
+        return (
+            f"{head}, not tested ({int(row.n)} tasks not nested in another; the jackknife "
+            f"interval needs {DIFFERENCE_MIN_TASKS})"
+        )
+    if row.low > 0:
+        meaning = (
+            f"the trained model agrees with {with_what} more than random inits agree with each "
+            "other: structure beyond what data and architecture give any initialisation"
+        )
+    elif row.high < 0:
+        meaning = (
+            f"the trained model agrees with {with_what} less than random inits agree with each "
+            "other: training changed the structure data and architecture give at initialisation"
+        )
+    else:
+        meaning = "no difference detected (the interval includes 0; that is not a shown equality)"
+    return (
+        f"{head} [{row.low:+.2f}, {row.high:+.2f}] (95% jackknife interval over {int(row.n)} "
+        f"tasks, p {row.p_value:.3g}): {meaning}"
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modularity.algorithms.t_interval import mean_over_estimates
+from modularity.algorithms.across_tasks import mean_over_tasks
 from modularity.algorithms.unit_intervals import no_interval_reason
 from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.analyses.effects import effect_rows, sample_rows, selection_rows
@@ -228,13 +228,15 @@ def console_summary(model: str, task: str, reference: str, rows: list[Row]) -> s
 
 def top1_effects(rows: pd.DataFrame) -> pd.DataFrame:
     """The top-1 effect rows, each with its equivalence p-value (``p_null``) and margin
-    (from the ``null_margin`` row beside it) and its standard error (``se``)."""
+    (from the ``null_margin`` row beside it), its standard error (``se``) and degrees of
+    freedom (``df``; nan for runs that did not record them)."""
     keys = ["run", "task"]
     top1 = rows[(rows.measure == "top1") & (rows.variant == "task-reference")]
     effects = top1[top1.metric == "effect"]
     for metric, columns in (
         ("null_margin", {"value": "margin", "p_value": "p_null"}),
         ("standard_error", {"value": "se"}),
+        ("degrees_of_freedom", {"value": "df"}),
     ):
         beside = top1[top1.metric == metric][[*keys, *columns]].rename(columns=columns)
         effects = effects.merge(beside, on=keys, how="left")
@@ -310,15 +312,16 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
     stability = rows[(rows.metric == "stability") & ~rows.task.isin(list(nested))]
     table = []
     for fraction, group in effects.groupby("fraction"):
-        mean, low, high = mean_over_estimates(group.value.to_numpy(), group.se.to_numpy())
+        pooled = mean_over_tasks(*(group[c].to_numpy() for c in ("value", "se", "df")))
         stable = stability[np.isclose(stability.fraction, fraction)]
         counts = group.verdict.value_counts()
         table.append(
             [
                 f"{fraction:g}",
-                f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]"
-                if low == low
-                else f"{mean:+.1f} (one task: no interval over tasks)",
+                f"{pooled.value:+.1f} [{pooled.low:+.1f}, {pooled.high:+.1f}]"
+                if pooled.low == pooled.low
+                else f"{pooled.value:+.1f} (one task: no interval over tasks)",
+                f"{pooled.tau:.1f}" if pooled.tau == pooled.tau else "-",
                 *(f"{counts.get(name, 0)} of {len(group)}" for name in VERDICTS),
                 f"{int((stable.label == UNSTABLE).sum())}",
                 f"{stable.value.mean():.2f}",
@@ -327,6 +330,7 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
     header = [
         "fraction",
         "mean effect (pp), 95% interval over tasks",
+        "between-task sd (pp)",
         *VERDICTS,
         UNSTABLE,
         "mean stability",
@@ -334,8 +338,11 @@ def _fraction_overview(rows: pd.DataFrame, label: str) -> list[str]:
     title = f"Selective pruning{f' ({label})' if label else ''}: top-1 effect by fraction."
     notes = [
         f"Verdict counts are corrected by Holm's method over all {len(effects)} task x "
-        "fraction effects of this table (5% family-wise). The mean's interval is a t interval "
-        "over tasks, never narrower than the tasks' own standard errors allow."
+        "fraction effects of this table (5% family-wise). The mean's interval is a two-level t "
+        "interval: the tasks' scatter over K - 1 df, never narrower than the tasks' own "
+        "standard errors allow with their degrees of freedom "
+        "(`modularity/algorithms/across_tasks.py`); the between-task sd is what the scatter "
+        "leaves once those errors are taken out."
     ]
     if nested:
         inside = ", ".join(f"{inner} (inside {outer})" for inner, outer in sorted(nested.items()))
