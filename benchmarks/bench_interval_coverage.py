@@ -32,6 +32,13 @@ UNITS_PER_TASK = [5, 20, 100]
 TAUS_PP = [0.0, 3.0]
 
 
+def coverage_cell(rate: float, width: int) -> str:
+    """A coverage rate right-aligned in ``width`` characters, MISS where it is off target."""
+    low, high = TARGET
+    miss = "" if low <= rate <= high else " MISS"
+    return f"{rate:>{width - 5}.3f}{miss:>5}"
+
+
 def across_tasks(repetitions: int, seed: int, size_sigma: float) -> None:
     """Coverage of the mean over tasks, by tasks x units per task x between-task spread."""
     low, high = TARGET
@@ -49,8 +56,7 @@ def across_tasks(repetitions: int, seed: int, size_sigma: float) -> None:
                 for name in names:
                     reps = repetitions // 3 if "bootstrap" in name else repetitions
                     rate = across_task_coverage(name, n_tasks, n_units, tau, reps, seed, size_sigma)
-                    miss = "" if low <= rate <= high else " MISS"
-                    cells.append(f"{rate:>26.3f}{miss:>5}")
+                    cells.append(coverage_cell(rate, 31))
                 print(f"{n_tasks:>5} {n_units:>5} {tau:>4g}  " + "  ".join(cells), flush=True)
     print(f"({time.perf_counter() - start:.0f} s)")
 
@@ -84,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             if rate != rate:
                 cells.append(f"{'no interval':>28}")
                 continue
-            miss = "" if low <= rate <= high else " MISS"
-            cells.append(f"{rate:>23.3f}{miss:>5}")
+            cells.append(coverage_cell(rate, 28))
         print(f"{n_units:>6}  " + "  ".join(cells), flush=True)
     print(
         f"below {MIN_UNITS} units per side: {no_interval_reason(MIN_UNITS - 1)}; "
