@@ -61,7 +61,7 @@ def compose(*overrides: str, run_dir: str | Path | None = None) -> DictConfig:
     """The run config the command line would compose from ``overrides``, checked the same
     way (a bad value raises :class:`~modularity.errors.ModularityError` with the command
     line's one-line message)."""
-    from modularity.validate import compose_checked
+    from modularity.infra.validate import compose_checked
 
     cfg = compose_checked(list(overrides))
     cfg.output_dir = None if run_dir is None else str(_path("run_dir", run_dir))
@@ -230,8 +230,8 @@ def load(run_dir: str | Path) -> PruneResult | Any:
     from safetensors.torch import load_file
 
     from modularity.analyses.base import RESULTS, RunResult, analysis_name
-    from modularity.artefacts import verify_run_dir
     from modularity.errors import ModularityError
+    from modularity.infra.artefacts import verify_run_dir
 
     run = _path("run_dir", run_dir)
     config_path, results = run / ".hydra" / "config.yaml", run / "results.parquet"

@@ -41,15 +41,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from modularity.analyses.base import short_name
-from modularity.artefacts import (
+from modularity.config import AblationMode, ModelConfig, checked_choice
+from modularity.errors import ModularityError
+from modularity.infra.artefacts import (
     OutputError,
     check_free_space,
     verify_run_dir,
     writable_directory,
 )
-from modularity.atomic import atomic_directory
-from modularity.config import AblationMode, ModelConfig, checked_choice
-from modularity.errors import ModularityError
+from modularity.infra.atomic import atomic_directory
 from modularity.models.adapter import ModelAdapter
 from modularity.models.loading import load_model, stored_dtype
 from modularity.neurons.sites import check_unit_mask, column_mask, site_of

@@ -25,6 +25,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from modularity.infra.trainer import (
+    SumsLoop,
+    make_trainer,
+    model_inputs,
+    run_loop,
+    trainer_arguments,
+)
 from modularity.models.loading import LoadedModel
 from modularity.neurons.memory import CollectionPlan, memory_budget, plan_collection
 from modularity.neurons.sites import reading_hooks, site_widths
@@ -42,7 +49,6 @@ from modularity.neurons.summary import (
     pilot_bins,
     with_exact_mad,
 )
-from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop, trainer_arguments
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Structured config schemas, registered with Hydra's ConfigStore, and composition helpers.
 
 The root schema types every node, so a misspelt key or a bad choice (an Enum field) fails at
-composition with Hydra's own message. The YAML files live in ``modularity/conf`` inside the
-package, so an installed wheel runs from any directory. Task families (one task per class
+composition with Hydra's own message. The YAML files live in ``conf/`` at the repository's
+top; the wheel ships them inside the package, so an installed ``modularity`` runs from any
+directory (``modularity.infra.paths.CONF_DIR`` finds either). Task families (one task per class
 or superclass of an image set) are generated here, in one loop, instead of one YAML each.
 """
 
@@ -24,10 +25,8 @@ from hydra.core.object_type import ObjectType
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from modularity.errors import invalid_choice
+from modularity.infra.paths import CONF_DIR
 from modularity.verdicts import VerdictConfig
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
-
 
 # Enum members are named as users type them (``selection.scope=global``), hence the
 # functional form where a name is a Python keyword or starts with a digit.

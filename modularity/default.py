@@ -30,11 +30,11 @@ from omegaconf import OmegaConf
 
 from modularity.config import compose_config, hydra_context
 from modularity.errors import ModularityError
-from modularity.interrupts import exit_interrupted, stop_on_signals
+from modularity.infra.interrupts import exit_interrupted, stop_on_signals
+from modularity.infra.sweeps import expand
 from modularity.report import report
 from modularity.run import run
 from modularity.summary import write_summary
-from modularity.sweeps import expand
 
 log = logging.getLogger("modularity.default")
 OUTPUT_DIR = Path("outputs")

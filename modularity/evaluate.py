@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchmetrics import Metric
 
+from modularity.infra.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 from modularity.models.loading import LoadedModel
-from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 
 log = logging.getLogger(__name__)
 

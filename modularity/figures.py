@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from modularity.artefacts import OutputError, write_atomic  # noqa: E402
+from modularity.infra.artefacts import OutputError, write_atomic  # noqa: E402
 
 log = logging.getLogger("modularity")
 

@@ -118,7 +118,7 @@ def load_offline(name: str) -> tuple[DictConfig, LoadedModel] | str:
     """Model config ``name`` and the model, in bf16 on the GPU, or why it cannot be used."""
     from modularity.config import load_model_config
     from modularity.errors import ModularityError
-    from modularity.hub import in_hub_cache, is_local_path
+    from modularity.infra.hub import in_hub_cache, is_local_path
     from modularity.models.loading import load_model, resolve_path
 
     cfg = load_model_config(name, {"dtype": "bfloat16"})
@@ -239,7 +239,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA GPU here (torch.cuda.is_available() is False); nothing measured")
         return 0
-    from modularity.hub import use_offline_mode
+    from modularity.infra.hub import use_offline_mode
 
     use_offline_mode("gpu-check reads local files only")
     device = torch.cuda.get_device_name()

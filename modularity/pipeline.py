@@ -3,7 +3,7 @@
 Every cached value is keyed by everything that determines it: the model's identity (weights,
 dtype, checkpoint, twin seed), the compute settings (precision, device type), the data's
 definition and role, the split, sizes, and a digest of the code that computes it
-(``modularity.code_version``). So a sweep collects once per model and task, whatever its
+(``modularity.infra.code_version``). So a sweep collects once per model and task, whatever its
 fractions, scorers and layer choices, and a changed setting or producing code never reuses a
 stale value.
 """
@@ -25,13 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from modularity.algorithms.set_overlap import intersection_null, jaccard
-from modularity.cache import StatsCache
-from modularity.code_version import code_version
 from modularity.collect import collect_statistics, collection_device
 from modularity.config import choice, load_task_config, with_data_settings
 from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
+from modularity.infra.cache import StatsCache
+from modularity.infra.code_version import code_version
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.masks import ablate
 from modularity.neurons.memory import memory_budget

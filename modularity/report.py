@@ -8,7 +8,7 @@ pool. Written: ``report.csv``, ``report.parquet``, and each analysis's figures a
 ``trained_vs_random_cdf.png``, ``alignment_by_depth.png``, ``dynamics_<model>.png``).
 
 Unreadable result files, files that no longer match the checksum their run recorded
-(:mod:`modularity.artefacts`), and an analysis whose figures fail are named and skipped (exit
+(:mod:`modularity.infra.artefacts`), and an analysis whose figures fail are named and skipped (exit
 status 1); a directory without results is reported as such, and nothing is written into it.
 """
 
@@ -27,11 +27,11 @@ from modularity.analyses.base import (
     analysis_class,
     import_recorded_analysis,
 )
-from modularity.artefacts import verify_run_dir, writable_directory
 from modularity.errors import DamagedFileError, ModularityError
-from modularity.optional import parquet_engine
-from modularity.outputs import write_csv, write_parquet
-from modularity.tidy import NUMERIC, read_results
+from modularity.infra.artefacts import verify_run_dir, writable_directory
+from modularity.infra.optional import parquet_engine
+from modularity.infra.outputs import write_csv, write_parquet
+from modularity.infra.tidy import NUMERIC, read_results
 
 
 def gather(root: Path) -> tuple[pd.DataFrame, list[str]]:

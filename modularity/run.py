@@ -5,7 +5,7 @@ checks it and runs the analysis ``analysis._target_`` names. A problem with the 
 input prints one line and exits with status 2 (``MODULARITY_DEBUG=1`` shows the
 traceback); Ctrl-C or SIGTERM exits with 130 and says that nothing cached was lost.
 Hydra and the configs are imported only once a command needs them: a TAB of shell
-completion is answered from the cache before that (:mod:`modularity.completion`).
+completion is answered from the cache before that (:mod:`modularity.infra.completion`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from modularity.interrupts import exit_interrupted, stop_on_signals
+from modularity.infra.interrupts import exit_interrupted, stop_on_signals
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -89,7 +89,7 @@ def main() -> Any:
     group is one line, before Hydra starts."""
     import importlib
 
-    from modularity.completion import serve
+    from modularity.infra.completion import serve
 
     if serve(sys.argv[1:]):
         return None
@@ -97,7 +97,7 @@ def main() -> Any:
 
     from modularity.config import CONF_DIR, normalise_overrides, register_configs
     from modularity.errors import ConfigError
-    from modularity.validate import check_group_choices
+    from modularity.infra.validate import check_group_choices
 
     register_configs()
     command = sys.argv[1] if len(sys.argv) > 1 else ""

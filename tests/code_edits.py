@@ -1,4 +1,4 @@
-"""Pretend that a module's code was edited, as ``modularity.code_version`` sees it."""
+"""Pretend that a module's code was edited, as ``modularity.infra.code_version`` sees it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modularity import code_version
+from modularity.infra import code_version
 
 
 def pretend_edited(monkeypatch: pytest.MonkeyPatch, edited: Path) -> None:

@@ -274,7 +274,7 @@ def _pruning_run(run_dir: Path, analysis: str = "prune") -> Path:
     from omegaconf import OmegaConf
 
     from modularity.config import load_model_config
-    from modularity.outputs import write_csv, write_tensors
+    from modularity.infra.outputs import write_csv, write_tensors
 
     (run_dir / ".hydra").mkdir(parents=True)
     mask = torch.zeros(2, 128, dtype=torch.bool)
@@ -356,7 +356,7 @@ def test_an_unwritable_output_is_named_before_any_work(tmp_path, where):
 def test_a_failed_write_leaves_no_file_and_names_it(tmp_path):
     import errno
 
-    from modularity.artefacts import MANIFEST, OutputError, write_atomic
+    from modularity.infra.artefacts import MANIFEST, OutputError, write_atomic
 
     def fill_the_disk(tmp: Path) -> None:
         tmp.write_bytes(b"half")
@@ -392,7 +392,7 @@ def test_without_a_parquet_engine_report_writes_nothing_and_says_how_to_install(
 ):
     import importlib
 
-    from modularity import optional
+    from modularity.infra import optional
     from modularity.report import report
 
     run = _pruning_run(tmp_path / "run")
@@ -472,7 +472,7 @@ def test_a_truncated_gguf_file(tmp_path, monkeypatch):
 def test_quantisation_without_bitsandbytes_says_how_to_install(monkeypatch):
     import importlib
 
-    from modularity import optional
+    from modularity.infra import optional
     from modularity.models.loading import _quantization
 
     real = importlib.import_module
@@ -489,7 +489,7 @@ def test_quantisation_without_bitsandbytes_says_how_to_install(monkeypatch):
 
 def test_an_unwritable_wandb_directory_is_named_before_the_run(tmp_path):
     from modularity.config import compose_config
-    from modularity.loggers import RunLogger
+    from modularity.infra.loggers import RunLogger
 
     cfg = compose_config(["logger=wandb"])
     (tmp_path / "wandb").write_text("a file where W&B wants its directory")
@@ -500,8 +500,8 @@ def test_an_unwritable_wandb_directory_is_named_before_the_run(tmp_path):
 def test_an_export_that_would_fill_the_disk_is_refused_before_writing(tmp_path, monkeypatch):
     from collections import namedtuple
 
-    from modularity import artefacts
     from modularity.checkpoint import export_run
+    from modularity.infra import artefacts
 
     run = _pruning_run(tmp_path / "run")
     usage = namedtuple("usage", "total used free")
@@ -516,7 +516,7 @@ def test_an_export_that_would_fill_the_disk_is_refused_before_writing(tmp_path, 
 def test_each_optional_package_missing_is_one_line_with_its_install_command(monkeypatch, module):
     import importlib
 
-    from modularity import optional
+    from modularity.infra import optional
 
     real = importlib.import_module
 
@@ -538,7 +538,7 @@ def test_a_sweep_number_of_experts_beyond_the_mlp_width_is_caught_from_the_confi
     so a sweep fails before its first job loads a model (sweep_check.check_against_model)."""
     from modularity.analyses.base import load_analysis
     from modularity.errors import ConfigError
-    from modularity.sweep_check import check_against_model
+    from modularity.infra.sweep_check import check_against_model
 
     good = make_cfg("model=tiny_llama", "analysis=moefy", "analysis.experts=4")
     check_against_model(good, load_analysis(good.analysis))

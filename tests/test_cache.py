@@ -11,7 +11,7 @@ import platformdirs
 import pytest
 import torch
 
-from modularity.cache import ENV_VAR, StatsCache, default_cache_root
+from modularity.infra.cache import ENV_VAR, StatsCache, default_cache_root
 
 PARTS = {
     "model": "EleutherAI/pythia-70m",
@@ -115,7 +115,7 @@ def test_killed_writer_leaves_no_entry(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, time, torch
-        from modularity.cache import StatsCache
+        from modularity.infra.cache import StatsCache
 
         def stall(src, dst):
             open({str(marker)!r}, "w").close()
@@ -204,7 +204,7 @@ def test_existing_entry_is_not_overwritten(tmp_path):
 def test_key_is_stable_across_processes():
     script = textwrap.dedent(
         f"""
-        from modularity.cache import StatsCache
+        from modularity.infra.cache import StatsCache
         parts = {PARTS!r}
         print(StatsCache.key(**dict(reversed(list(parts.items())))))
         """

@@ -16,9 +16,9 @@ import torch
 from code_edits import pretend_edited
 
 import modularity.collect
-from modularity import code_version as versions
 from modularity import pipeline
-from modularity.code_version import code_version
+from modularity.infra import code_version as versions
+from modularity.infra.code_version import code_version
 from modularity.pipeline import Pipeline
 
 SMALL = ["data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
@@ -86,7 +86,7 @@ def test_the_version_is_the_same_in_every_process(package) -> None:
     write(root / "helper.py", 'def double(x):\n    return x in {"a", "b", "c", "d", 1.5}\n')
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from modularity.code_version import code_version;"
+        "from modularity.infra.code_version import code_version;"
         f"print(code_version('{name}.producer'))"
     )
     seen = {

@@ -15,8 +15,8 @@ from modularity.config import (
     normalise_overrides,
 )
 from modularity.errors import ConfigError
-from modularity.sweeps import expand
-from modularity.validate import check_config, unknown_keys
+from modularity.infra.sweeps import expand
+from modularity.infra.validate import check_config, unknown_keys
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader
 
-from modularity import console, trainer
-from modularity.console import StageEstimate, StageTimer
+from modularity.infra import console, trainer
+from modularity.infra.console import StageEstimate, StageTimer
 
 
 class Count(trainer.SumsLoop):

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from modularity.config import compose_config, group_options, load_task_config
 from modularity.default import PLANS, Experiment, experiment_jobs, run_plan, sweep_jobs
-from modularity.validate import check_config
+from modularity.infra.validate import check_config
 
 EXPERIMENTS = group_options("experiment")
 

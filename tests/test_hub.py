@@ -17,11 +17,11 @@ from huggingface_hub import constants as hub_constants
 from omegaconf import OmegaConf
 from transformers import AutoConfig
 
-from modularity import hub as hub_module
 from modularity.config import load_task_config
 from modularity.data.hub import load_hub_dataset, repository_root, rooted
 from modularity.errors import ConfigError, ModularityError
-from modularity.hub import hub_access, hub_reachable, is_local_path
+from modularity.infra import hub as hub_module
+from modularity.infra.hub import hub_access, hub_reachable, is_local_path
 
 REFUSING_ENDPOINT = "http://127.0.0.1:9"  # the discard port: nothing listens, connect is refused
 GITHUB_CODE_COLUMNS = ["code", "repo_name", "path", "license", "size"]

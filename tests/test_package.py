@@ -59,7 +59,7 @@ COMPLETION_LINES = [
 def test_tab_completion_from_the_cache_answers_as_hydra_does(tmp_path, monkeypatch):
     from hydra._internal.core_plugins.bash_completion import BashCompletion
 
-    from modularity import completion
+    from modularity.infra import completion
 
     monkeypatch.setenv(completion.ENV_VAR, str(tmp_path))
     hydra = BashCompletion(completion._loader())
@@ -99,7 +99,7 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = dist.glob("modularity-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "modularity/conf/config.yaml" in names
+    assert "conf/config.yaml" in names
     assert any(n.startswith("modularity/assets/models/tiny_lm_text/") for n in names)
     assert any(n.endswith("LICENSE") for n in names)
 

@@ -14,7 +14,7 @@ import modularity
 from modularity.algorithms.across_tasks import mean_over_tasks
 from modularity.analyses.base import Row
 from modularity.analyses.prune import Prune, console_summary
-from modularity.tidy import lower_median
+from modularity.infra.tidy import lower_median
 from modularity.verdicts import UNSTABLE
 
 

@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from modularity.analyses.base import ROW_COLUMNS
+from modularity.infra.tidy import panels
 from modularity.report import gather, report
-from modularity.tidy import panels
 
 
 def write_run(root, name, task, fraction, layers, drop, overrides=()):

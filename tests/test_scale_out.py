@@ -20,8 +20,8 @@ from cli import modularity_run
 from safetensors.torch import load_file
 
 from modularity.errors import ConfigError
+from modularity.infra.validate import check_group_choices
 from modularity.run import run
-from modularity.validate import check_group_choices
 
 SMALL = CLI_SMALL
 HEADER = "95% intervals over evaluation units"  # in the first line of prune's console summary

@@ -52,8 +52,8 @@ def test_unknown_scorer_names_valid_ones():
 
 def test_a_registered_scorer_is_selectable_from_the_config(make_cfg):
     """A scorer declared in one place (its module) needs no schema or YAML edit."""
+    from modularity.infra.validate import check_config
     from modularity.neurons import scoring
-    from modularity.validate import check_config
 
     @register_scorer("median_shift_test")
     def shift(task, reference, eps, seed):

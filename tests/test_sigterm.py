@@ -16,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from modularity.trainer import make_trainer, run_loop
+from modularity.infra.trainer import make_trainer, run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +105,7 @@ def test_an_interrupt_dropped_inside_a_finaliser_is_raised_again():
     that lands there must still stop the run (it was ignored for minutes)."""
     script = """
 import os, signal, time
-from modularity.interrupts import exit_interrupted, stop_on_signals
+from modularity.infra.interrupts import exit_interrupted, stop_on_signals
 class Finaliser:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGTERM)

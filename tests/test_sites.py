@@ -21,6 +21,7 @@ from modularity.checkpoint import export_pruned
 from modularity.collect import collect_statistics
 from modularity.config import load_model_config
 from modularity.errors import ConfigError, ModularityError
+from modularity.infra.validate import check_group_choices
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate, neuron_hooks
 from modularity.neurons.sites import (
@@ -30,7 +31,6 @@ from modularity.neurons.sites import (
     site_of,
     split_statistics,
 )
-from modularity.validate import check_group_choices
 
 TRAINER = OmegaConf.create(
     {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"}

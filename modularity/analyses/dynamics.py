@@ -35,7 +35,7 @@ from modularity.analyses.persistence import (
 )
 from modularity.errors import ConfigError
 from modularity.figures import plot_dynamics
-from modularity.outputs import format_markdown, write_json
+from modularity.infra.outputs import format_markdown, write_json
 from modularity.pipeline import Pipeline
 from modularity.verdicts import VerdictConfig
 

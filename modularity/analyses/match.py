@@ -17,8 +17,8 @@ from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.config import choice
 from modularity.errors import ConfigError
 from modularity.figures import plot_heatmap
+from modularity.infra.outputs import format_markdown, format_table
 from modularity.neurons.selection import select_top_fraction
-from modularity.outputs import format_markdown, format_table
 from modularity.pipeline import DataSpec, Pipeline
 
 log = logging.getLogger(__name__)

@@ -65,11 +65,11 @@ from modularity.figures import (
     save,
     title,
 )
+from modularity.infra.outputs import format_interval, format_markdown, format_table, write_tensors
+from modularity.infra.tidy import panels
 from modularity.neurons.selection import check_layers
-from modularity.outputs import format_interval, format_markdown, format_table, write_tensors
 from modularity.routing.hooks import RoutedLayer
 from modularity.routing.routers import ROUTERS, experts_per_token
-from modularity.tidy import panels
 
 log = logging.getLogger(__name__)
 WEIGHT_CLUSTERINGS = {"kmeans": balanced_kmeans, "plain": plain_kmeans, "random": random_partition}

@@ -49,9 +49,9 @@ from modularity.figures import (
     save,
     title,
 )
-from modularity.loggers import long_matrix
-from modularity.outputs import format_table, write_csv, write_json, write_tensors
-from modularity.tidy import panels
+from modularity.infra.loggers import long_matrix
+from modularity.infra.outputs import format_table, write_csv, write_json, write_tensors
+from modularity.infra.tidy import panels
 
 log = logging.getLogger(__name__)
 INDEX_METRICS = ("index_jaccard", "expected_index_jaccard", "index_z")

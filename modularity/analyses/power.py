@@ -39,7 +39,7 @@ from modularity.analyses.base import Analysis, Row, RunContext
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums
 from modularity.figures import figure, legend_below, panel_title, save, title
-from modularity.outputs import format_table
+from modularity.infra.outputs import format_table
 from modularity.pipeline import DataSpec, Pipeline
 
 log = logging.getLogger(__name__)

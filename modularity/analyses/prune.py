@@ -31,14 +31,14 @@ from modularity.figures import (
     title,
     y_label,
 )
-from modularity.outputs import (
+from modularity.infra.outputs import (
     format_interval,
     format_markdown,
     format_table,
     write_json,
     write_tensors,
 )
-from modularity.tidy import lower_median, panels
+from modularity.infra.tidy import lower_median, panels
 from modularity.verdicts import (
     EFFECT,
     INCONCLUSIVE,

@@ -34,7 +34,7 @@ from modularity.analyses.base import Row
 from modularity.analyses.effects import SIDES, effect_rows, estimate_row, metric_sums
 from modularity.evaluate import UnitSums, evaluate
 from modularity.figures import CLUSTERING_STYLE, plt, save
-from modularity.outputs import format_markdown
+from modularity.infra.outputs import format_markdown
 from modularity.pipeline import DataSpec, Pipeline
 from modularity.routing.hooks import RoutedLayer, routed
 from modularity.routing.routers import (

@@ -44,11 +44,11 @@ from modularity.analyses.effects import effect_rows, selection_rows
 from modularity.config import choice
 from modularity.errors import ConfigError, invalid_choice
 from modularity.evaluate import UnitSums
+from modularity.infra.outputs import format_interval, format_markdown
+from modularity.infra.tidy import panels
 from modularity.neurons.selection import check_layers, select_top_fraction
 from modularity.neurons.sites import SITES, check_site_scorer, site_of
-from modularity.outputs import format_interval, format_markdown
 from modularity.pipeline import DataSpec, Pipeline, Selection
-from modularity.tidy import panels
 from modularity.verdicts import ALPHA
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Parsing a dictionary or cleaning a thousand reST files takes seconds of CPU; every fresh
 process (a job of a sweep, a test) would pay them again. The cleaned documents are written
 once as JSON, keyed by a checksum of the source files' contents and by the digest of the
-code that builds them (``modularity.code_version``), so an upgraded package or a changed
+code that builds them (``modularity.infra.code_version``), so an upgraded package or a changed
 cleaner never reuses a stale entry. An unwritable cache
 directory only costs the parse.
 """
@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from modularity.code_version import code_version
-from modularity.paths import user_cache_dir
+from modularity.infra.code_version import code_version
+from modularity.infra.paths import user_cache_dir
 
 log = logging.getLogger(__name__)
 

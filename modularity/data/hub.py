@@ -29,7 +29,7 @@ import datasets
 from omegaconf import DictConfig, OmegaConf
 
 from modularity.errors import ConfigError
-from modularity.hub import hub_access, is_local_path
+from modularity.infra.hub import hub_access, is_local_path
 
 DataFiles = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 HubData = datasets.Dataset | datasets.IterableDataset

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from modularity.atomic import atomic_directory, remove_stale_temporaries
 from modularity.errors import ModularityError
-from modularity.optional import missing
-from modularity.paths import models_root
+from modularity.infra.atomic import atomic_directory, remove_stale_temporaries
+from modularity.infra.optional import missing
+from modularity.infra.paths import models_root
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from transformers import (
 
 from modularity.config import Quantization, checked_choice, choice
 from modularity.errors import ConfigError, ModularityError
-from modularity.hub import hub_access, is_local_path
+from modularity.infra.hub import hub_access, is_local_path
 from modularity.models.adapter import ModelAdapter, adapter_class, supported_model_types
 from modularity.models.layout import LayoutAdapter, layout_of
 from modularity.zoo.model_dirs import builtin_model_dir
@@ -188,7 +188,7 @@ def _adapter(cfg: DictConfig, network: nn.Module) -> ModelAdapter:
 def _quantization(kind: str) -> Any:
     from transformers import BitsAndBytesConfig
 
-    from modularity.optional import require
+    from modularity.infra.optional import require
 
     kind = checked_choice(Quantization, kind, "model.quantization")
     require("bitsandbytes")

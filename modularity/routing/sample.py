@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from modularity.algorithms.coactivation import CoactivationCounts
+from modularity.infra.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 from modularity.models.loading import LoadedModel
 from modularity.neurons.masks import neuron_hooks
 from modularity.routing.hooks import input_projection
-from modularity.trainer import SumsLoop, make_trainer, model_inputs, run_loop
 
 
 @dataclass

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from modularity.errors import ModularityError
-from modularity.paths import models_root
+from modularity.infra.paths import models_root
 from modularity.zoo.model_dirs import TRAINING_RECORD, read_record
 from modularity.zoo.recipes import ZOO_CONF_DIR, recipe_record, register_recipe_schemas
 from modularity.zoo.training import install

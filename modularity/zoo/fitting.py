@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from modularity.trainer import quiet_lightning
+from modularity.infra.trainer import quiet_lightning
 from modularity.zoo.checkpoints import (
     CheckpointWriter,
     Metric,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from modularity.errors import ModularityError, invalid_choice
-from modularity.paths import models_root
+from modularity.infra.paths import models_root
 from modularity.zoo.recipes import load_recipe, recipe_record
 
 PACKAGED_MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"

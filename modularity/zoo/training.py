@@ -14,8 +14,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from modularity.atomic import atomic_directory
-from modularity.paths import models_root
+from modularity.infra.atomic import atomic_directory
+from modularity.infra.paths import models_root
 from modularity.zoo.lm import train_lm
 from modularity.zoo.model_dirs import TRAINING_RECORD
 from modularity.zoo.recipes import LmRecipe, Recipe, load_recipe, recipe_record

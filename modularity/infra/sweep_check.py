@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 from modularity.analyses.base import Analysis
 from modularity.errors import ModularityError
-from modularity.sweeps import expand
+from modularity.infra.sweeps import expand
 
 
 def job_overrides(config: DictConfig) -> list[list[str]]:
@@ -32,7 +32,7 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 def check_job(config: DictConfig, overrides: list[str]) -> None:
     from modularity.analyses.base import load_analysis
-    from modularity.validate import check_config
+    from modularity.infra.validate import check_config
 
     loader = GlobalHydra.instance().config_loader()
     cfg = loader.load_sweep_config(config, overrides)

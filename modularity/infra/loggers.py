@@ -31,9 +31,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from modularity.analyses.base import analysis_name
-from modularity.artefacts import writable_directory
 from modularity.config import choice
-from modularity.optional import require
+from modularity.infra.artefacts import writable_directory
+from modularity.infra.optional import require
 
 # Rows whose value goes to the W&B run summary (with their interval) as headline numbers.
 SUMMARY_METRICS = (

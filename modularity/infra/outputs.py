@@ -1,5 +1,5 @@
 """Writing a run's artefacts (tensors, JSON, tables; each atomically, its checksum in the
-run's manifest: :mod:`modularity.artefacts`), and tables for the console and Markdown."""
+run's manifest: :mod:`modularity.infra.artefacts`), and tables for the console and Markdown."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from modularity.artefacts import write_atomic
-from modularity.optional import parquet_engine
+from modularity.infra.artefacts import write_atomic
+from modularity.infra.optional import parquet_engine
 
 
 def write_json(path: Path, data: Any) -> Path:

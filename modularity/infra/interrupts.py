@@ -45,7 +45,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 def stop_on_signals() -> None:
     """Make Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` (main thread only). Lightning's
     loops keep this handler beside their own, which only records a SIGTERM, and
-    :func:`modularity.trainer.run_loop` keeps the interrupt a ``KeyboardInterrupt``."""
+    :func:`modularity.infra.trainer.run_loop` keeps the interrupt a ``KeyboardInterrupt``."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)
 

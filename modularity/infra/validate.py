@@ -148,7 +148,7 @@ def check_config(cfg: DictConfig) -> None:
 def check_trainer(trainer_cfg: DictConfig) -> None:
     """Build the Trainer once: Lightning rejects a bad device, precision or strategy here,
     in one line, instead of after the model is loaded."""
-    from modularity.trainer import make_trainer, trainer_arguments
+    from modularity.infra.trainer import make_trainer, trainer_arguments
 
     try:
         make_trainer(trainer_cfg)

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from modularity.atomic import TMP_PREFIX, owner_tag
 from modularity.errors import ConfigError, DamagedFileError, ModularityError
+from modularity.infra.atomic import TMP_PREFIX, owner_tag
 
 MANIFEST = "manifest.json"
 

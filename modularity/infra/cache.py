@@ -36,8 +36,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from modularity.atomic import atomic_directory, remove_stale_temporaries
-from modularity.paths import user_cache_dir
+from modularity.infra.atomic import atomic_directory, remove_stale_temporaries
+from modularity.infra.paths import user_cache_dir
 
 ENV_VAR = "MODULARITY_CACHE_DIR"
 KEY_CHARS = 24  # hex digits of sha256 kept: 96 bits, no collisions in practice

@@ -1,4 +1,4 @@
-"""Where modularity keeps what it computes once (statistics, models): the user cache."""
+"""Where modularity finds its configs, and keeps what it computes once (statistics, models)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,19 @@ from pathlib import Path
 import platformdirs
 
 MODELS_ENV_VAR = "MODULARITY_MODELS_DIR"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _conf_dir() -> Path:
+    """The Hydra config groups: ``conf/`` beside the package in a source checkout (editable
+    installs included), else the copy the wheel ships inside the package."""
+    checkout = PACKAGE_DIR.parent / "conf"
+    if (checkout / "config.yaml").is_file() and (PACKAGE_DIR.parent / "pyproject.toml").is_file():
+        return checkout
+    return PACKAGE_DIR / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def user_cache_dir(kind: str, env_var: str) -> Path:

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 
-from modularity.console import StageEstimate, StageTimer, interactive
+from modularity.infra.console import StageEstimate, StageTimer, interactive
 
 # Always off for inference loops: they log through modularity's own logger, save nothing,
 # and would print a model summary for every loop of a sweep.
@@ -84,7 +84,7 @@ def interrupts_kept() -> Iterator[None]:
     """Let an interrupt inside a Lightning loop stay a ``KeyboardInterrupt``.
 
     Lightning turns a ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM under
-    :func:`modularity.interrupts.stop_on_signals`) into ``sys.exit(1)``, which would end any
+    :func:`modularity.infra.interrupts.stop_on_signals`) into ``sys.exit(1)``, which would end any
     caller (``make run``'s driver, a notebook) with status 1 and no message; every phase
     outside a loop raises ``KeyboardInterrupt``, so loops do too.
     """
@@ -121,7 +121,7 @@ def trainer_arguments(trainer_cfg: Any) -> dict[str, Any]:
 def make_trainer(trainer_cfg: Any, stage: str = "", **overrides: Any) -> L.Trainer:
     """A Trainer for an inference loop, its progress bar labelled ``stage``; outside a
     terminal a line with the stage's time instead, and before a long stage a line with its
-    size and expected time (:mod:`modularity.console`)."""
+    size and expected time (:mod:`modularity.infra.console`)."""
     quiet_lightning()
     config = {"_target_": "lightning.pytorch.Trainer", **trainer_arguments(trainer_cfg)}
     config.update(overrides)

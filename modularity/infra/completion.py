@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+from modularity.infra.paths import CONF_DIR, PACKAGE_DIR
+
 ENV_VAR = "MODULARITY_COMPLETION_DIR"
 # Composed configs kept per index (one per distinct set of earlier words).
 MAX_CONFIGS = 64
@@ -40,15 +41,17 @@ def fingerprint() -> str:
     from modularity import __version__
 
     digest.update(__version__.encode())
-    package = CONF_DIR.parent  # the configs, and the code that generates options
-    for path in sorted([*CONF_DIR.rglob("*"), *package.rglob("*.py")]):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(package)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    # The configs, and the code that generates options.
+    for root, pattern in ((CONF_DIR, "*"), (PACKAGE_DIR, "*.py")):
+        for path in sorted(root.rglob(pattern)):
+            stat = path.stat()
+            name = f"{root.name}/{path.relative_to(root)}"
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
 
 
 def index_path() -> Path:
-    from modularity.paths import user_cache_dir
+    from modularity.infra.paths import user_cache_dir
 
     return user_cache_dir("completion", ENV_VAR) / f"{fingerprint()}.json"
 
