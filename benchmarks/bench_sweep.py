@@ -93,8 +93,8 @@ def main() -> None:
                 text_blocks(
                     spec.config,
                     spec.split(split),
-                    pipe.loaded.tokenizer,
-                    pipe._block_size(spec),
+                    pipe.model.tokenizer,
+                    pipe.inputs.block_size(spec),
                     size,
                 )
         tokenising = time.perf_counter() - start

@@ -26,6 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from modularity.errors import invalid_choice
 from modularity.infra.paths import CONF_DIR
+from modularity.modality import MODALITIES
 from modularity.verdicts import VerdictConfig
 
 # Enum members are named as users type them (``selection.scope=global``), hence the
@@ -38,9 +39,10 @@ Site = Enum("Site", {"mlp": "mlp", "attn": "attn", "heads": "heads"})
 Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
 DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
-TaskKind = Enum("TaskKind", {"text": "text", "image": "image"})
+# Task and model kinds name a modality (modularity.modality), the one place they are listed.
+TaskKind = Enum("TaskKind", {m.task_kind: m.task_kind for m in MODALITIES})
 Source = Enum("Source", {"local": "local", "hub": "hub"})
-ModelKind = Enum("ModelKind", {"causal_lm": "causal_lm", "image_classifier": "image_classifier"})
+ModelKind = Enum("ModelKind", {m.model_kind: m.model_kind for m in MODALITIES})
 # What a text task's reference leaves out: the task's own documents (always: references and
 # tasks read disjoint document pools) or, in addition, the task's whole domain (its corpora).
 ReferenceExclusion = Enum("ReferenceExclusion", {"documents": "documents", "domain": "domain"})

@@ -32,6 +32,7 @@ from modularity.config import compose_config, hydra_context
 from modularity.errors import ModularityError
 from modularity.infra.interrupts import exit_interrupted, stop_on_signals
 from modularity.infra.sweeps import expand
+from modularity.models.cache import ModelCache
 from modularity.report import report
 from modularity.run import run
 from modularity.summary import write_summary
@@ -110,10 +111,11 @@ def _job_dir(root: Path, number: int, overrides: Sequence[str]) -> Path:
     return root / f"{number}_{name}".replace("/", "_")
 
 
-def run_job(overrides: Sequence[str], out: Path) -> bool:
-    """Compose ``overrides`` and run, unless ``out`` holds a finished run of the same config;
-    returns whether it ran. The run saves its config last (``record_config``), as the mark
-    of a finished run, so a killed ``make run`` redoes only the jobs it had not finished."""
+def run_job(overrides: Sequence[str], out: Path, models: ModelCache | None = None) -> bool:
+    """Compose ``overrides`` and run (loading through ``models``), unless ``out`` holds a
+    finished run of the same config; returns whether it ran. The run saves its config last
+    (``record_config``), as the mark of a finished run, so a killed ``make run`` redoes only
+    the jobs it had not finished."""
     cfg = compose_config(overrides)
     cfg.output_dir = str(out)
     saved = out / ".hydra" / "config.yaml"
@@ -121,7 +123,7 @@ def run_job(overrides: Sequence[str], out: Path) -> bool:
         return False
     saved.unlink(missing_ok=True)
     saved.parent.mkdir(parents=True, exist_ok=True)
-    run(cfg)
+    run(cfg, models)
     OmegaConf.save(list(overrides), saved.parent / "overrides.yaml")
     return True
 
@@ -159,8 +161,10 @@ def _missing_requirement(experiment: Experiment) -> str | None:
 def run_plan(
     plan: Sequence[Experiment], out: Path, overrides: Sequence[str] = ()
 ) -> dict[str, str]:
-    """Run every experiment's jobs; returns the failures (job directory -> reason)."""
+    """Run every experiment's jobs, which share loaded models; returns the failures (job
+    directory -> reason)."""
     failures: dict[str, str] = {}
+    models = ModelCache()
     for experiment in plan:
         root = out / experiment.name
         missing = _missing_requirement(experiment)
@@ -172,7 +176,7 @@ def run_plan(
         for i, (job, job_dir) in enumerate(jobs, 1):
             log.info("[%s %d/%d] %s", experiment.name, i, len(jobs), " ".join(job[1:]) or "run")
             try:
-                if not run_job(job, job_dir):
+                if not run_job(job, job_dir, models):
                     log.info("  finished earlier with the same config: kept")
             except ModularityError as err:
                 log.error("%s failed: %s", job_dir, err)

@@ -24,14 +24,8 @@ from modularity.models.loading import LoadedModel
 log = logging.getLogger(__name__)
 
 N_FREQUENT = 50  # the skip metrics ignore the reference's 50 most frequent tokens
-LM_MEASURES = ("top1", "top10", "loss", "skip_top1", "skip_top10")
-IMAGE_MEASURES = ("top1", "loss")
 # Logits computed and scored at once (a chunk of positions x the vocabulary): 128 MB in fp32.
 ELEMENTS_PER_CHUNK = 2**25
-
-
-def measures_of(kind: str) -> tuple[str, ...]:
-    return IMAGE_MEASURES if kind == "image_classifier" else LM_MEASURES
 
 
 @dataclass(frozen=True)
@@ -109,15 +103,15 @@ class Evaluation(SumsLoop):
     ) -> None:
         super().__init__()
         self.net = loaded.model
-        self.kind = loaded.kind
-        self.sums = PerUnitSums(n_units, measures_of(self.kind))
+        self.modality = loaded.modality
+        self.sums = PerUnitSums(n_units, self.modality.measures)
         frequent = torch.as_tensor([] if frequent_tokens is None else frequent_tokens)
         self.register_buffer("frequent", frequent.long())
         self.head: LMHead | None = None  # checked against the model on the first batch
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         inputs = model_inputs(batch)
-        if self.kind == "image_classifier":
+        if not self.modality.tokens:
             self._image_step(self.net(**inputs).logits, batch)
             return
         if self.head is None:

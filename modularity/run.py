@@ -19,12 +19,15 @@ from modularity.infra.interrupts import exit_interrupted, stop_on_signals
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from modularity.models.cache import ModelCache
 
-def run(cfg: DictConfig) -> Any:
-    """Run the analysis ``cfg`` describes (importable; no Hydra app needed)."""
+
+def run(cfg: DictConfig, models: ModelCache | None = None) -> Any:
+    """Run the analysis ``cfg`` describes (importable; no Hydra app needed); ``models``: a
+    model cache shared with other runs of the same process (e.g. the jobs of a sweep)."""
     from modularity.analyses.base import execute
 
-    return execute(cfg)
+    return execute(cfg, models)
 
 
 def fail(message: str, status: int = 2) -> None:
@@ -32,7 +35,7 @@ def fail(message: str, status: int = 2) -> None:
     sys.exit(status)
 
 
-def task(cfg: DictConfig) -> Any:
+def task(cfg: DictConfig, models: ModelCache | None = None) -> Any:
     """Hydra's task function: run the composed config, errors as one line."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
@@ -42,7 +45,7 @@ def task(cfg: DictConfig) -> Any:
     with open_dict(cfg):
         cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
-        return run(cfg)
+        return run(cfg, models)
     except ModularityError as err:
         if os.environ.get("MODULARITY_DEBUG"):
             raise
@@ -115,7 +118,16 @@ def main() -> Any:
         return print_help([a for a in arguments if not a.startswith("-")])
     sys.argv = [sys.argv[0], *arguments]
     stop_on_signals()
-    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
+    from modularity.models.cache import ModelCache
+
+    models = ModelCache()  # the jobs of an in-process sweep share loaded models
+
+    def sweep_task(cfg: DictConfig) -> Any:
+        return task(cfg, models)
+
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(
+        sweep_task
+    )
     try:
         return app()
     except KeyboardInterrupt:  # in any phase, Hydra's own start-up included

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from modularity.analyses.persistence import data_similarity
-from modularity.models.loading import load_model
+from modularity.models.cache import ModelCache
 from modularity.pipeline import Pipeline
 from modularity.run import run
 from modularity.verdicts import STABLE, UNSTABLE, VERDICTS
@@ -76,14 +76,15 @@ def test_prune_on_an_image_model_uses_the_other_classes_as_reference(make_cfg):
 @pytest.mark.slow
 def test_a_cache_hit_skips_collection_and_the_baseline(make_cfg):
     cfg = make_cfg(*LLAMA, "task=code")
-    backbone = load_model(cfg.model).model.base_model
+    models = ModelCache()  # as a sweep's jobs share it
+    backbone = models.load(cfg.model).model.base_model
     calls = []
     handle = backbone.register_forward_hook(lambda *_: calls.append(1))
     try:
-        run(cfg)
+        run(cfg, models)
         first = len(calls)
         calls.clear()
-        run(make_cfg(*LLAMA, "task=code", "selection.fraction=0.2"))
+        run(make_cfg(*LLAMA, "task=code", "selection.fraction=0.2"), models)
         second = len(calls)
     finally:
         handle.remove()

@@ -16,10 +16,9 @@ import torch
 from code_edits import pretend_edited
 
 import modularity.collect
-from modularity import pipeline
 from modularity.infra import code_version as versions
 from modularity.infra.code_version import code_version
-from modularity.pipeline import Pipeline
+from modularity.pipeline import Pipeline, statistics
 
 SMALL = ["data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
 
@@ -127,13 +126,13 @@ def test_changed_producing_code_misses_the_cache_and_unchanged_code_hits_it(
     assert kinds(cache_dir) == {"tokens": 1, "stats": 1}
 
     collected = []
-    original_collect = pipeline.collect_statistics
+    original_collect = statistics.collect_statistics
 
     def counting_collect(*args, **kwargs):
         collected.append(1)
         return original_collect(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "collect_statistics", counting_collect)
+    monkeypatch.setattr(statistics, "collect_statistics", counting_collect)
     again = Pipeline(cfg).statistics(spec)
     assert collected == [] and kinds(cache_dir) == {"tokens": 1, "stats": 1}
     assert torch.equal(again.full.mean, first.full.mean)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from modularity import evaluate as evaluate_module
 from modularity.evaluate import LMHead, evaluate
+from modularity.modality import TEXT
 from modularity.models.loading import load_model
 
 TRAINER = OmegaConf.create(
@@ -33,8 +34,8 @@ class Padded(Dataset):
 
 def direct(model, ids, mask, unit, n_units, frequent):
     """The per-unit sums, position by position, from the model's logits."""
-    num = {m: torch.zeros(n_units, dtype=torch.float64) for m in evaluate_module.LM_MEASURES}
-    den = {m: torch.zeros(n_units, dtype=torch.float64) for m in evaluate_module.LM_MEASURES}
+    num = {m: torch.zeros(n_units, dtype=torch.float64) for m in TEXT.measures}
+    den = {m: torch.zeros(n_units, dtype=torch.float64) for m in TEXT.measures}
     with torch.inference_mode():
         logits = model(input_ids=ids, attention_mask=mask).logits.double()
     for b in range(ids.shape[0]):
@@ -89,7 +90,7 @@ def test_chunked_metrics_equal_the_full_logits(family, rows_per_chunk, monkeypat
     loader = DataLoader(Padded(ids, mask, unit), batch_size=4)
     sums = evaluate(loaded, loader, 3, TRAINER, frequent)
     num, den = direct(loaded.model, ids, mask, unit, 3, frequent)
-    for m in evaluate_module.LM_MEASURES:
+    for m in TEXT.measures:
         torch.testing.assert_close(sums.num[m], num[m], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(sums.den[m], den[m], rtol=0, atol=0)
     assert sums.den["top1"].sum() == 4 * 16 + 11 + 2  # positions with a valid target
@@ -115,5 +116,5 @@ def test_a_forward_that_changes_the_logits_after_the_head_is_scored_from_its_log
         num, _ = direct(loaded.model, ids, mask, unit, 3, frequent)
     finally:
         handle.remove()
-    for m in evaluate_module.LM_MEASURES:
+    for m in TEXT.measures:
         torch.testing.assert_close(sums.num[m], num[m], rtol=1e-5, atol=1e-6)

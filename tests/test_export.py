@@ -52,11 +52,7 @@ def masked_logits(loaded, mask, mode="zero", means=None):
 
 
 def reload(loaded, out_dir):
-    auto = (
-        AutoModelForImageClassification
-        if loaded.kind == "image_classifier"
-        else AutoModelForCausalLM
-    )
+    auto = AutoModelForImageClassification if not loaded.modality.tokens else AutoModelForCausalLM
     return auto.from_pretrained(out_dir).eval()
 
 

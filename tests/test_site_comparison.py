@@ -14,7 +14,6 @@ import torch
 from scipy import stats
 from tiny_models import FAMILIES, inputs_for, tiny_config
 
-from modularity import pipeline
 from modularity.algorithms.rank_correlation import spearman_interval, spearman_permutation_p
 from modularity.analyses.base import Row
 from modularity.analyses.sites import (
@@ -29,6 +28,7 @@ from modularity.errors import ConfigError
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate
 from modularity.neurons.sites import SITES
+from modularity.pipeline import facade, statistics
 from modularity.run import run
 
 
@@ -117,16 +117,16 @@ SMALL = ["data.collect_size=128", "data.eval_size=128"]
 @pytest.mark.slow
 def test_sites_analysis_compares_every_site_from_one_collection(make_cfg, monkeypatch):
     calls = []
-    collect = pipeline.collect_statistics
+    collect = statistics.collect_statistics
     monkeypatch.setattr(
-        pipeline,
+        statistics,
         "collect_statistics",
         lambda *a, **k: calls.append(k["sites"]) or collect(*a, **k),
     )
     evaluated = []
-    evaluate = pipeline.Pipeline.evaluate
+    evaluate = facade.Pipeline.evaluate
     monkeypatch.setattr(
-        pipeline.Pipeline,
+        facade.Pipeline,
         "evaluate",
         lambda self, *a, **k: evaluated.append(k.get("site")) or evaluate(self, *a, **k),
     )

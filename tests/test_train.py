@@ -110,7 +110,7 @@ def test_cut_short_or_stale_copies_are_not_current(no_user_models):
 def test_missing_model_is_a_one_line_error_naming_make_models(no_user_models, monkeypatch):
     monkeypatch.setattr(model_dirs, "PACKAGED_MODELS", no_user_models / "nothing-shipped")
     with pytest.raises(ModularityError, match="make models") as err:
-        load_model(load_model_config("tiny_vit_digits", {"batch_size": 12345}))  # not cached
+        load_model(load_model_config("tiny_vit_digits"))
     assert "\n" not in str(err.value)
     assert not no_user_models.exists()  # nothing was trained or written
 

@@ -58,6 +58,6 @@ def tiny_config(family: str, overrides: dict[str, Any] | None = None) -> DictCon
 def inputs_for(loaded) -> dict[str, torch.Tensor]:
     """A seeded batch of two items for the model's kind (8x8 images or 12 tokens)."""
     torch.manual_seed(0)
-    if loaded.kind == "image_classifier":
+    if not loaded.modality.tokens:
         return {"pixel_values": torch.randn(2, 1, 8, 8)}
     return {"input_ids": torch.randint(3, 259, (2, 12))}

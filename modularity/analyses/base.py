@@ -32,6 +32,7 @@ from modularity.infra.outputs import write_csv, write_parquet
 
 if TYPE_CHECKING:
     from modularity.infra.loggers import RunLogger
+    from modularity.models.cache import ModelCache
     from modularity.pipeline import Pipeline
 
 log = logging.getLogger("modularity")
@@ -241,19 +242,21 @@ def load_analysis(node: DictConfig) -> Analysis:
 
 
 class RunContext:
-    """One run: its config, output directory, logger, and (loaded on first use) pipeline."""
+    """One run: its config, output directory, logger, the model cache it loads through,
+    and (made on first use) its pipeline."""
 
-    def __init__(self, cfg: DictConfig, out: Path, logger: RunLogger) -> None:
+    def __init__(self, cfg: DictConfig, out: Path, logger: RunLogger, models: ModelCache) -> None:
         self.cfg = cfg
         self.out = out
         self.logger = logger
+        self.models = models
         self.extras: dict[str, Any] = {}  # what the API returns besides the rows
 
     @cached_property
     def pipeline(self) -> Pipeline:
         from modularity.pipeline import Pipeline
 
-        return Pipeline(self.cfg)
+        return Pipeline(self.cfg, models=self.models)
 
     def title(self, what: str) -> str:
         """A figure title naming the model and the selection it shows."""
@@ -318,9 +321,11 @@ def record_config(cfg: DictConfig, out: Path) -> None:
         OmegaConf.save(recorded, saved)
 
 
-def execute(cfg: DictConfig) -> RunResult:
+def execute(cfg: DictConfig, models: ModelCache | None = None) -> RunResult:
     """Check ``cfg``, run its analysis in a fresh context, save the rows; the logger is
     always closed, since a multirun reuses processes and W&B would reuse a live run.
+    ``models``: the model cache of a sweep whose jobs share loaded models (default: the
+    run's own).
 
     Under DDP every rank runs the analysis (each loop's sums are combined across ranks),
     and only rank zero writes, logs and prints: the others write into a throwaway directory.
@@ -348,7 +353,9 @@ def execute(cfg: DictConfig) -> RunResult:
         log.setLevel(logging.WARNING)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     logger = RunLogger(cfg.logger if main_rank else None, cfg, out)
-    ctx = RunContext(cfg, out, logger)
+    from modularity.models.cache import ModelCache
+
+    ctx = RunContext(cfg, out, logger, models if models is not None else ModelCache())
     try:
         rows = analysis.run(ctx)
         frame = ctx.save(rows)

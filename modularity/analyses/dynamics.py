@@ -102,7 +102,7 @@ class Dynamics(Analysis):
         rows: list[Row] = []
         for point in points:
             model_cfg = checkpoint_config(cfg.model, point.name, final)
-            pipe = ctx.pipeline if point.name == final else Pipeline(cfg, model_cfg)
+            pipe = ctx.pipeline if point.name == final else ctx.pipeline.for_model(model_cfg)
             sets[point.name], point_rows = self.at_checkpoint(pipe, list(cfg.tasks), cfg.verdict)
             rows += [dataclasses.replace(r, partner=point.name) for r in point_rows]
             rows.append(Row("step", float(point.step), partner=point.name))
@@ -112,7 +112,9 @@ class Dynamics(Analysis):
             ]
         rows += self.comparisons(sets, first, final)
         init = sets[first] if points[0].step == 0 else None
-        persistence = persistence_rows(cfg, sets[final], self.twins, self.permutations, init)
+        persistence = persistence_rows(
+            ctx.pipeline, sets[final], self.twins, self.permutations, init
+        )
         rows += persistence
         statement = verdict(persistence, cfg.model.name)
         write_json(

@@ -86,7 +86,7 @@ class Overlap(Analysis):
         summary: dict = {"model": cfg.model.name, "tasks": names}
         if self.compare_random:
             mantel_note(names)
-            compared = persistence_rows(cfg, sets, self.twins, self.permutations)
+            compared = persistence_rows(ctx.pipeline, sets, self.twins, self.permutations)
             rows += compared
             summary["verdict"] = verdict(compared, cfg.model.name)
             self.plot_index_overlap(ctx, compared)

@@ -113,14 +113,14 @@ def data_similarity(pipe: Pipeline, tasks: list[str]) -> np.ndarray:
     profiles = []
     for name in tasks:
         spec = pipe.task(name)
-        if spec.is_text:
+        if spec.modality.tokens:
             ids = pipe.text_blocks(spec, "collect")["input_ids"].flatten()
             profiles.append(torch.bincount(ids).double())
         else:
             loader, _ = pipe.loader(spec, "collect")
             total = sum(batch["pixel_values"].double().sum(0) for batch in loader)
             profiles.append(total.flatten() / len(loader.dataset))
-    if not pipe.task(tasks[0]).is_text:
+    if not pipe.task(tasks[0]).modality.tokens:
         return np.corrcoef(torch.stack(profiles).numpy())
     width = max(len(p) for p in profiles)
     counts = torch.stack([torch.nn.functional.pad(p, (0, width - len(p))) for p in profiles])
@@ -187,19 +187,20 @@ def mantel_note(tasks: list[str]) -> None:
 
 
 def persistence_rows(
-    cfg: DictConfig, trained: Sets, twins: int, permutations: int, init: Sets | None = None
+    pipe: Pipeline, trained: Sets, twins: int, permutations: int, init: Sets | None = None
 ) -> list[Row]:
     """Trained vs ``twins`` unrelated random inits and vs its true init (given, or found for
-    the project's own models): index-by-index overlap and Mantel tests, plus every pair of
-    twins as the data-only control."""
+    the project's own models), each through ``pipe``'s run: index-by-index overlap and
+    Mantel tests, plus every pair of twins as the data-only control."""
+    cfg = pipe.cfg
     model = cfg.model.name
     tasks = list(trained)
     others: dict[str, Sets] = {}
     for offset in range(1, twins + 1):
         twin = twin_config(cfg.model, offset)
-        others[twin.name] = masks(task_selections(Pipeline(cfg, twin), tasks))
+        others[twin.name] = masks(task_selections(pipe.for_model(twin), tasks))
     if init is None and (init_cfg := init_config(cfg.model)) is not None:
-        init = masks(task_selections(Pipeline(cfg, init_cfg), tasks))
+        init = masks(task_selections(pipe.for_model(init_cfg), tasks))
     if init is not None:
         others[f"{model}{INIT_SUFFIX}"] = init
     rows = [row for name, sets in others.items() for row in index_rows(trained, sets, name)]
@@ -211,7 +212,7 @@ def persistence_rows(
     }
     twin_names = [n for n in others if not n.endswith(INIT_SUFFIX)]
     pairs = [(model, name) for name in others] + list(combinations(twin_names, 2))
-    similarity = data_similarity(Pipeline(cfg), kept) if len(kept) >= MANTEL_MIN_TASKS else None
+    similarity = data_similarity(pipe, kept) if len(kept) >= MANTEL_MIN_TASKS else None
     rows += mantel_rows(matrices, pairs, permutations, similarity)
     return rows + difference_rows(matrices, model, twin_names, similarity)
 

@@ -75,7 +75,7 @@ class Power(Analysis):
     def run(self, ctx: RunContext) -> list[Row]:
         pipe = ctx.pipeline
         task = pipe.main_task()
-        noun = "tokens" if task.is_text else "images"
+        noun = task.modality.item
         collection, mask = collection_curve(pipe, task, self.shares(), noun)
         reference = pipe.reference_of(task)
         before = pipe.baseline(task, reference)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from modularity.errors import ConfigError, invalid_choice
+from modularity.modality import Modality, modality_of_model
 
 ModelKind = Literal["causal_lm", "image_classifier"]
 WeightChoice = Literal["up", "gate", "concat"]
@@ -92,6 +93,11 @@ class ModelAdapter:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.layout, self.blocks = self._find_blocks(model)
+
+    @property
+    def modality(self) -> Modality:
+        """The kind of input the model takes (text or images), from its ``kind``."""
+        return modality_of_model(self.kind)
 
     @classmethod
     def for_model(cls, model: nn.Module) -> ModelAdapter:

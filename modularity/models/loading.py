@@ -7,15 +7,14 @@ fresh weights from a seed. The paper compares neuron selections of the two.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError
@@ -23,8 +22,6 @@ from torch import nn
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
-    AutoModelForCausalLM,
-    AutoModelForImageClassification,
     AutoTokenizer,
     ByT5Tokenizer,
     PretrainedConfig,
@@ -33,15 +30,12 @@ from transformers import (
 from modularity.config import Quantization, checked_choice, choice
 from modularity.errors import ConfigError, ModularityError
 from modularity.infra.hub import hub_access, is_local_path
+from modularity.modality import Modality, modality_of_model
 from modularity.models.adapter import ModelAdapter, adapter_class, supported_model_types
 from modularity.models.layout import LayoutAdapter, layout_of
 from modularity.zoo.model_dirs import builtin_model_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-AUTO_CLASSES = {
-    "causal_lm": AutoModelForCausalLM,
-    "image_classifier": AutoModelForImageClassification,
-}
 
 
 @dataclass
@@ -55,8 +49,8 @@ class LoadedModel:
     identity: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def kind(self) -> str:
-        return self.adapter.kind
+    def modality(self) -> Modality:
+        return self.adapter.modality
 
 
 def resolve_path(path: str) -> str:
@@ -92,7 +86,7 @@ def _hf_config(cfg: DictConfig) -> PretrainedConfig:
     return AutoConfig.for_model(model_type, **params)
 
 
-def _source_dir(cfg: DictConfig) -> str | None:
+def source_dir(cfg: DictConfig) -> str | None:
     """Directory or hub id holding weights, tokenizer and config (None for config dicts)."""
     if cfg.builtin and cfg.path:
         raise ConfigError(
@@ -129,7 +123,7 @@ def _source_dir(cfg: DictConfig) -> str | None:
 def stored_dtype(cfg: DictConfig) -> str | None:
     """The dtype a pretrained model's checkpoint stores its weights in (its config's
     ``dtype``), if it is one of ``DTYPES``; None for random or config-built models."""
-    source = _source_dir(cfg)
+    source = source_dir(cfg)
     if source is None or choice(cfg.init) != "pretrained":
         return None
     try:
@@ -142,19 +136,26 @@ def stored_dtype(cfg: DictConfig) -> str | None:
     return name if name in DTYPES else None
 
 
+def _network_config(cfg: DictConfig, source: str | None) -> PretrainedConfig:
+    """The HF config of the network: from ``hf_config`` or read from ``source``."""
+    if source is None:
+        return _hf_config(cfg)
+    try:
+        with hub_access(source, "model", "model.path"):
+            return AutoConfig.from_pretrained(source, revision=cfg.revision)
+    except (OSError, ValueError) as err:
+        raise ModularityError(f"cannot load model {source!r}: {err}".splitlines()[0]) from err
+
+
+def _auto_class(cfg: DictConfig, config: PretrainedConfig) -> Any:
+    return getattr(transformers, _modality(cfg, config.model_type).auto_class)
+
+
 def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
     dtype = DTYPES[cfg.dtype]
-    if source is None:
-        config = _hf_config(cfg)
-        pretrained = False
-    else:
-        try:
-            with hub_access(source, "model", "model.path"):
-                config = AutoConfig.from_pretrained(source, revision=cfg.revision)
-        except (OSError, ValueError) as err:
-            raise ModularityError(f"cannot load model {source!r}: {err}".splitlines()[0]) from err
-        pretrained = cfg.init == "pretrained"
-    auto = AUTO_CLASSES[_kind(cfg, config.model_type)]
+    config = _network_config(cfg, source)
+    pretrained = source is not None and cfg.init == "pretrained"
+    auto = _auto_class(cfg, config)
     if pretrained:
         kwargs: dict[str, Any] = {"revision": cfg.revision, "dtype": dtype}
         if cfg.quantization:
@@ -172,11 +173,10 @@ def _load_network(cfg: DictConfig, source: str | None) -> nn.Module:
         return auto.from_config(config).to(dtype)
 
 
-def _kind(cfg: DictConfig, model_type: str) -> str:
-    """The model kind: from the config's layout if it states one, else from the adapter."""
-    if cfg.layout is not None:
-        return layout_of(cfg.layout)[1]
-    return adapter_class(model_type).kind
+def _modality(cfg: DictConfig, model_type: str) -> Modality:
+    """The model's modality: from the config's layout if it states one, else its adapter's."""
+    kind = layout_of(cfg.layout)[1] if cfg.layout is not None else adapter_class(model_type).kind
+    return modality_of_model(kind)
 
 
 def _adapter(cfg: DictConfig, network: nn.Module) -> ModelAdapter:
@@ -197,7 +197,8 @@ def _quantization(kind: str) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def _tokenizer(cfg: DictConfig, source: str | None) -> Any:
+def load_tokenizer(cfg: DictConfig, source: str | None) -> Any:
+    """The tokenizer of a causal LM (``model.tokenizer``, else the one beside its weights)."""
     name = cfg.tokenizer or source
     if name is None:
         raise ConfigError(
@@ -218,7 +219,8 @@ def _tokenizer(cfg: DictConfig, source: str | None) -> Any:
     return tokenizer
 
 
-def _image_processor(source: str | None) -> Any:
+def load_image_processor(source: str | None) -> Any:
+    """The image processor saved beside an image model's weights; None if there is none."""
     if source is None:
         return None
     try:
@@ -256,35 +258,44 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:24]
 
 
-def load_model(cfg: DictConfig | dict[str, Any]) -> LoadedModel:
-    """Load the model described by a ``model`` config node (checked against the schema).
-
-    The last model loaded is kept for the process: every job of an in-process sweep (and
-    every step of ``make run``) analyses the same model, which takes seconds to minutes to
-    load; a different config replaces it.
-    """
+def checked_model_config(cfg: DictConfig | dict[str, Any]) -> DictConfig:
+    """A ``model`` config node checked against the schema, with plain strings for choices."""
     from modularity.config import ModelConfig
 
     try:
         checked = OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"model: {str(err).splitlines()[0]}") from err
-    plain = OmegaConf.to_container(checked, resolve=True, enum_to_str=True)
-    return _load_cached(json.dumps(plain, sort_keys=True))
+    return OmegaConf.create(OmegaConf.to_container(checked, resolve=True, enum_to_str=True))
 
 
-@functools.lru_cache(maxsize=1)
-def _load_cached(cfg_json: str) -> LoadedModel:
-    cfg = OmegaConf.create(json.loads(cfg_json))  # plain strings: the schema checked it
-    source = _source_dir(cfg)
+def load_model(cfg: DictConfig | dict[str, Any]) -> LoadedModel:
+    """Load the model described by a ``model`` config node (checked against the schema).
+
+    Every call loads afresh; a run shares loaded models between its steps and jobs through
+    its :class:`modularity.models.cache.ModelCache`.
+    """
+    cfg = checked_model_config(cfg)
+    source = source_dir(cfg)
     network = _load_network(cfg, source).eval()
     adapter = _adapter(cfg, network)
     loaded = LoadedModel(model=network, adapter=adapter, identity=model_identity(cfg, source))
-    if adapter.kind == "causal_lm":
-        loaded.tokenizer = _tokenizer(cfg, source)
+    if adapter.modality.tokens:
+        loaded.tokenizer = load_tokenizer(cfg, source)
     else:
-        loaded.image_processor = _image_processor(source)
+        loaded.image_processor = load_image_processor(source)
     return loaded
+
+
+def model_structure(cfg: DictConfig) -> ModelAdapter:
+    """The adapter of the network ``cfg`` (a checked ``model`` node) describes, built on the
+    meta device: its layers, widths and HF config, without reading or allocating weights."""
+    source = source_dir(cfg)
+    config = _network_config(cfg, source)
+    auto = _auto_class(cfg, config)
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        network = auto.from_config(config)
+    return _adapter(cfg, network)
 
 
 def model_hf_config(cfg: DictConfig) -> PretrainedConfig | None:
@@ -293,7 +304,7 @@ def model_hf_config(cfg: DictConfig) -> PretrainedConfig | None:
     None where only loading would tell (a GGUF file, which is de-quantised first)."""
     if cfg.get("gguf_file") or cfg.get("gguf_parts"):
         return None
-    source = _source_dir(cfg)
+    source = source_dir(cfg)
     if source is None:
         return _hf_config(cfg)
     try:
