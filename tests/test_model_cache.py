@@ -6,6 +6,11 @@ the network, so a step that only reads cached statistics never loads the weights
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from tiny_models import FAMILIES, tiny_config
@@ -18,7 +23,18 @@ from modularity.models.loading import load_model
 from modularity.neurons.sites import site_widths
 from modularity.pipeline import Pipeline
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
+SWEEP = [
+    "model=tiny_llama",
+    "selection.fraction=0.1,0.2",
+    "data.collect_size=128",
+    "data.eval_size=128",
+    "data.block_size=32",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+    "logger=none",
+]
 
 
 def test_a_cache_hands_out_one_load_and_lets_the_oldest_go() -> None:
@@ -100,3 +116,27 @@ def test_task_and_model_kinds_name_one_modality_each() -> None:
         modality_of_task("audio")
     with pytest.raises(ConfigError, match="task 'digits' has image inputs; this model takes text"):
         TEXT.check_task("digits", "image")
+
+
+@pytest.mark.slow
+def test_the_jobs_of_an_in_process_sweep_load_the_model_once(tmp_path: Path) -> None:
+    """``modularity -m`` with Hydra's basic launcher: every job runs in this process and
+    loads through the one cache the command created."""
+    code = (
+        "import sys\n"
+        "from modularity.models import cache\n"
+        "from modularity.run import main\n"
+        "real, loads = cache.load_model, []\n"
+        "cache.load_model = lambda cfg: loads.append(cfg.name) or real(cfg)\n"
+        f"sys.argv = ['modularity', '-m', *{SWEEP!r}, 'cache.dir={tmp_path / 'cache'}',\n"
+        f"            'hydra.sweep.dir={tmp_path / 'sweep'}']\n"
+        "main()\n"
+        "print('loads', loads)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "sweep").glob("*/results.csv"))) == 2
+    assert proc.stdout.splitlines()[-1] == "loads ['tiny_llama']"

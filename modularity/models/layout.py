@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from modularity.errors import ConfigError
+from modularity.modality import TEXT
 from modularity.models.adapter import MlpLayout, ModelAdapter, ModelKind
 
 REQUIRED = ("blocks", "up", "down")
@@ -56,7 +57,7 @@ def layout_of(layout: Mapping[str, Any]) -> tuple[MlpLayout, ModelKind]:
             f"model.layout needs {', '.join(REQUIRED)} (missing: {', '.join(missing)}); "
             "optional: gate, attn_out, kind"
         )
-    kind = str(layout.get("kind") or "causal_lm")  # the schema checked its value
+    kind = str(layout.get("kind") or TEXT.model_kind)  # the schema checked its value
     paths = {key: layout.get(key) for key in ("blocks", *BLOCK_PATHS)}
     return MlpLayout(**paths), kind  # type: ignore[arg-type]
 
