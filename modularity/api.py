@@ -15,13 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
 from modularity.errors import ConfigError, invalid_choice
+
+if TYPE_CHECKING:
+    from modularity.models.cache import ModelCache
 
 # Friendly keyword names for the settings a notebook changes most.
 ALIASES = {
@@ -123,12 +126,15 @@ class PruneResult:
         return float(self.metric("stability").value)
 
 
-def run_analysis(*overrides: str, run_dir: str | Path | None = None) -> Any:
+def run_analysis(
+    *overrides: str, run_dir: str | Path | None = None, models: ModelCache | None = None
+) -> Any:
     """Run any analysis from Hydra overrides (``"analysis=overlap", "tasks=[code,prose]"``);
-    returns :class:`modularity.analyses.base.RunResult`."""
+    returns :class:`modularity.analyses.base.RunResult`. ``models``: a
+    :class:`modularity.models.cache.ModelCache` that calls share, so a model loads once."""
     from modularity.run import run
 
-    return run(compose(*overrides, run_dir=run_dir))
+    return run(compose(*overrides, run_dir=run_dir), models)
 
 
 def _strings(what: str, values: Any) -> list[str]:
@@ -146,6 +152,7 @@ def prune(
     *,
     run_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
+    models: ModelCache | None = None,
     **settings: Any,
 ) -> PruneResult:
     """Selective pruning of ``task`` on ``model``: select the top ``fraction`` of neurons by
@@ -153,7 +160,7 @@ def prune(
 
     ``settings`` are further options (``scorer="abs"``, ``scope="global"``,
     ``collect_size=4096``, ``data__block_size=64``); ``overrides`` Hydra overrides as typed
-    on the command line.
+    on the command line; ``models`` a model cache shared between calls.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float):
         raise ConfigError(f"fraction={fraction!r} must be a number in (0, 1]")
@@ -165,6 +172,7 @@ def prune(
         *as_overrides(settings),
         *_strings("overrides", overrides),
         run_dir=run_dir,
+        models=models,
     )
     extras = result.extras
     return PruneResult(extras["mask"], extras["scores"], result.rows, result.config, result.out_dir)

@@ -140,3 +140,14 @@ def test_the_jobs_of_an_in_process_sweep_load_the_model_once(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "sweep").glob("*/results.csv"))) == 2
     assert proc.stdout.splitlines()[-1] == "loads ['tiny_llama']"
+
+
+def test_notebook_calls_pass_their_model_cache_to_the_run(monkeypatch) -> None:
+    from modularity import api, run
+
+    seen = []
+    monkeypatch.setattr(run, "run", lambda cfg, models=None: seen.append(models))
+    models = ModelCache()
+    api.run_analysis("model=tiny_llama", models=models)
+    api.run_analysis("model=tiny_llama")
+    assert seen == [models, None]
