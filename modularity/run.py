@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from modularity.infra.interrupts import exit_interrupted, stop_on_signals
 
@@ -27,9 +27,19 @@ def run(cfg: DictConfig) -> Any:
     return execute(cfg)
 
 
-def fail(message: str, status: int = 2) -> None:
+class Failed(SystemExit):
+    """The command stops with ``status`` after printing its one line; a sweep that keeps
+    going (``make run``'s sweeper, :mod:`hydra_plugins.modularity_plan_sweeper`) records
+    ``message`` as the job's failure and runs the next job instead."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+    raise Failed(message, status)
 
 
 def task(cfg: DictConfig) -> Any:
@@ -121,12 +131,14 @@ def main() -> Any:
         print(page)
         return None
     sys.argv = [sys.argv[0], *arguments]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stop_on_signals()
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
     try:
         return app()
     except KeyboardInterrupt:  # in any phase, Hydra's own start-up included
-        exit_interrupted()
+        multirun = any(a in ("-m", "--multirun") for a in arguments)
+        exit_interrupted("; finished jobs are kept" if multirun else "")
 
 
 if __name__ == "__main__":
