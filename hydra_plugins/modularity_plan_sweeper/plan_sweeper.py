@@ -2,10 +2,11 @@
 
 ``make run`` is ``python -m modularity.run -m hydra/sweeper=embedded``. The sweeper's config
 (``conf/hydra/sweeper/embedded.yaml``) names the embedded experiments and the steps each
-runs; a step is the override list ``python -m modularity.run -m experiment=<name> <step's
-overrides>`` would sweep (a ``sweep: true`` step adds the experiment's own
-``hydra.sweeper.params``, as ``-m experiment=<name>`` does), expanded by Hydra's own
-:class:`BasicSweeper`, so ``make run`` cannot drift from ``-m experiment=...``. The jobs go
+runs. A step's jobs are the overrides ``experiment=<name> <the step's overrides>``, plus the
+experiment's own ``hydra.sweeper.params`` for a ``sweep: true`` step, expanded by Hydra's own
+:class:`BasicSweeper`: the pruning step is exactly what ``-m experiment=<name>`` runs, the
+others the single runs the experiments' READMEs give (``experiment=<name> analysis=overlap
+...``), so ``make run`` cannot drift from them. The jobs go
 to the configured launcher: the basic one runs them in this process, one after another, so
 they share the loaded model and cached statistics.
 
@@ -66,17 +67,18 @@ def keep_going(task_function: TaskFunction) -> TaskFunction:
 class PlanSweeper(BasicSweeper):
     """Runs ``experiments`` (name -> its ``steps`` and per-step ``overrides``), each step as
     defined in ``steps`` (name -> ``overrides``, and ``sweep``: add the experiment's own
-    sweep); ``only`` restricts the plan to some of its experiments."""
+    sweep); ``only`` restricts the plan to some of its experiments. ``params`` (the basic
+    sweeper's) is merged into each experiment's own, as with ``-m experiment=<name>``; all
+    jobs go to the launcher in one batch."""
 
     def __init__(
         self,
         steps: Mapping[str, Any],
         experiments: Mapping[str, Any],
         only: Sequence[str] | None = None,
-        max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        super().__init__(max_batch_size=None, params=params)
         self.steps = steps
         self.experiments = experiments
         self.only = only
@@ -142,6 +144,7 @@ class PlanSweeper(BasicSweeper):
         ]
 
     def is_finished(self, job: list[str]) -> bool:
+        """Whether the job's directory holds a finished run of the job's config."""
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job)
         return finished(Path(cfg.hydra.sweep.dir) / cfg.hydra.sweep.subdir, cfg)
