@@ -10,9 +10,10 @@ source says which of its settings do that (``TextSource.without``).
 
 from __future__ import annotations
 
+import copy
 import logging
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 
 from modularity.config import choice
 from modularity.data.sources import TextSource, source_of
@@ -46,6 +47,7 @@ def text_reference(task: DictConfig, reference: DictConfig, exclude: str) -> Dic
         )
         return reference
     slot = choice(reference.source)
-    return OmegaConf.merge(
-        reference, {"name": f"{reference.name}-without-{task.name}", slot: settings}
-    )
+    reference = copy.deepcopy(reference)
+    with open_dict(reference):  # a source's settings may be ones its node leaves unset
+        reference.merge_with({"name": f"{reference.name}-without-{task.name}", slot: settings})
+    return reference

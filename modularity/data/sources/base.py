@@ -109,15 +109,24 @@ def source_of(task: DictConfig) -> TextSource | ImageSource:
             f"{where}._target_ {target!r} is not a {base.__module__}.{base.__name__} (the "
             f"task has {kind} inputs); built-in: {_built_in(kind)}"
         )
-    try:
-        inspect.signature(cls).bind(**node)
-    except TypeError as err:
-        settings = ", ".join(inspect.signature(cls).parameters) or "none"
-        raise ConfigError(f"{where} ({target}): {err}; its settings: {settings}") from None
+    _check_settings(cls, node, f"{where} ({target})")
     try:
         return cls(**node)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_settings(cls: type, node: dict[str, Any], where: str) -> None:
+    """Settings the class does not take, or required ones missing, in one line."""
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = {n: p for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    unknown = [] if takes_any else [key for key in node if key not in named]
+    missing = [n for n, p in named.items() if p.default is p.empty and n not in node]
+    if unknown or missing:
+        problems = [f"unknown setting {', '.join(map(repr, unknown))}"] if unknown else []
+        problems += [f"missing {', '.join(map(repr, missing))}"] if missing else []
+        raise ConfigError(f"{where}: {'; '.join(problems)}; its settings: {', '.join(named)}")
 
 
 def source_identity(task: DictConfig) -> dict[str, str | None]:

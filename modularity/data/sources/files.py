@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -20,8 +21,9 @@ UNITS = ("file", "line")
 
 class TextFiles(TextSource):
     """Text files matched by ``paths`` (globs; ``**`` recurses, ``~`` expands, relative
-    ones start at the working directory), less those matched by ``exclude``; one document
-    per file or per non-blank line (``unit``).
+    ones start at the working directory), less those whose absolute path matches a glob of
+    ``exclude`` (``*`` there also crosses ``/``); one document per file or per non-blank
+    line (``unit``).
 
     A document's id is its text, so the same text is in the same pool whichever source
     reads it; the source's domains are its files (absolute paths).
@@ -48,6 +50,7 @@ class TextFiles(TextSource):
 
     def files(self) -> list[Path]:
         """The matched files, absolute, sorted; none is an error naming the globs."""
+        excluded = [os.path.expanduser(pattern) for pattern in self.exclude]
         found = {
             Path(match).resolve()
             for pattern in self.paths
@@ -56,7 +59,7 @@ class TextFiles(TextSource):
         kept = sorted(
             path
             for path in found
-            if path.is_file() and not any(fnmatchcase(str(path), p) for p in self.excluded())
+            if path.is_file() and not any(fnmatchcase(str(path), p) for p in excluded)
         )
         if not kept:
             raise ConfigError(
@@ -64,9 +67,6 @@ class TextFiles(TextSource):
                 f"paths start at {Path.cwd()}"
             )
         return kept
-
-    def excluded(self) -> list[str]:
-        return [str(Path(p).expanduser().absolute()) for p in self.exclude]
 
     def documents(self) -> Iterable[Document]:
         for path in self.files():
