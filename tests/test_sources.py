@@ -180,6 +180,16 @@ def test_a_hub_reference_leaves_out_the_rows_of_the_tasks_domain(tmp_path):
     assert len(everything) == 400 and not everything & github
 
 
+def test_a_cache_key_follows_a_local_copy_of_a_dataset(tmp_path):
+    rows = write_domain_dataset(tmp_path)
+    hub = {"dataset": str(tmp_path), "builder": "parquet", "data_files": "data/*.parquet"}
+    task = task_node("t", "hub", hub)
+    before = source_identity(task)
+    assert before["content"] and source_identity(task) == before
+    datasets.Dataset.from_list(rows[:10]).to_parquet(tmp_path / "data" / "train-00000.parquet")
+    assert source_identity(task)["content"] != before["content"]
+
+
 def test_a_hub_reference_without_a_domain_field_cannot_leave_a_domain_out(tmp_path):
     write_domain_dataset(tmp_path)
     hub = {"dataset": str(tmp_path), "builder": "parquet", "data_files": "data/*.parquet"}

@@ -15,8 +15,6 @@ from modularity.data.sources import ImageSource, source_of
 from modularity.data.splits import IMAGE_SPLITS, check_split
 from modularity.errors import ModularityError, invalid_choice
 
-__all__ = ["LabelledImages", "class_ids", "image_split"]
-
 # An image reference is the *other classes* of the same images, disjoint from the task by
 # class, so the reference roles read the task pools; accepting their names lets callers
 # choose splits by role for text and images alike.

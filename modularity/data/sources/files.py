@@ -52,9 +52,9 @@ class TextFiles(TextSource):
         """The matched files, absolute, sorted; none is an error naming the globs."""
         excluded = [os.path.expanduser(pattern) for pattern in self.exclude]
         found = {
-            Path(match).resolve()
+            Path(os.path.abspath(match))
             for pattern in self.paths
-            for match in glob.glob(str(Path(pattern).expanduser()), recursive=True)
+            for match in glob.glob(os.path.expanduser(pattern), recursive=True)
         }
         kept = sorted(
             path
@@ -70,17 +70,7 @@ class TextFiles(TextSource):
 
     def documents(self) -> Iterable[Document]:
         for path in self.files():
-            try:
-                text = path.read_text(encoding=self.encoding)
-            except UnicodeDecodeError as err:
-                raise ConfigError(
-                    f"text file {str(path)!r} is not {self.encoding} ({err.reason} at byte "
-                    f"{err.start}); set the source's encoding"
-                ) from None
-            pieces = [text] if self.unit == "file" else text.splitlines()
-            for piece in pieces:
-                if piece.strip():
-                    yield Document(content_id(piece), piece)
+            yield from _file_documents(str(path), *_stamp(path), self.unit, self.encoding)
 
     def domains(self) -> list[str]:
         return [str(path) for path in self.files()]
@@ -104,6 +94,23 @@ class TextFiles(TextSource):
 def _stamp(path: Path) -> tuple[int, int]:
     stat = path.stat()
     return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=16384)
+def _file_documents(
+    path: str, mtime_ns: int, size: int, unit: str, encoding: str
+) -> tuple[Document, ...]:
+    """A file's documents, read once per process while it is unchanged (a run reads its
+    task's pools several times)."""
+    try:
+        text = Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"text file {path!r} is not {encoding} ({err.reason} at byte {err.start}); set "
+            "the source's encoding"
+        ) from None
+    pieces = [text] if unit == "file" else text.splitlines()
+    return tuple(Document(content_id(piece), piece) for piece in pieces if piece.strip())
 
 
 @functools.cache

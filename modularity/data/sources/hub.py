@@ -3,7 +3,9 @@ how they load is ``modularity.data.hub``'s job."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from modularity.data.corpora import Document
@@ -12,6 +14,7 @@ from modularity.data.labelled import LabelledImages
 from modularity.data.sources.base import ImageSource, TextSource
 from modularity.data.splits import content_id
 from modularity.errors import ConfigError
+from modularity.infra.hub import is_local_path
 
 Patterns = Mapping[str, str | Sequence[str]]
 
@@ -19,6 +22,19 @@ Patterns = Mapping[str, str | Sequence[str]]
 def _loading(**settings: Any) -> dict[str, Any]:
     """The settings ``load_hub_dataset`` reads, those left unset dropped."""
     return {key: value for key, value in settings.items() if value is not None}
+
+
+def local_copy_fingerprint(dataset: str) -> str | None:
+    """For a local copy of a dataset, a digest of its files' paths, sizes and modification
+    times (a new download is a new key); None for a hub id, which its settings name."""
+    if not is_local_path(dataset):
+        return None
+    root = Path(dataset).expanduser()
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
 
 
 class HubText(TextSource):
@@ -71,6 +87,9 @@ class HubText(TextSource):
                 )
             yield Document(content_id(text), text)
 
+    def fingerprint(self) -> str | None:
+        return local_copy_fingerprint(self.dataset)
+
     def domains(self) -> list[str]:
         kept = self.filter.get(self.domain_field) if self.domain_field else None
         if kept is None:
@@ -120,6 +139,9 @@ class HubImages(ImageSource):
             filter=filter,
             exclude=exclude,
         )
+
+    def fingerprint(self) -> str | None:
+        return local_copy_fingerprint(self.hub["dataset"])
 
     def images(self, pool: str, seed: int) -> LabelledImages:
         data = load_hub_dataset(self.hub, self.splits.get(pool, pool))
