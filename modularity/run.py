@@ -55,7 +55,7 @@ def task(cfg: DictConfig) -> Any:
     return None
 
 
-def print_help(overrides: list[str]) -> None:
+def help_page(overrides: list[str]) -> str:
     """Hydra's ``--help`` page (header, groups, the composed config, footer) from one
     composition: Hydra's own lists every group through a fresh deep copy of its config
     repository, seconds of CPU before the page appears."""
@@ -70,13 +70,12 @@ def print_help(overrides: list[str]) -> None:
     groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
     with open_dict(cfg):
         del cfg["hydra"]
-    page = Template(template).safe_substitute(
+    return Template(template).safe_substitute(
         APP_CONFIG_GROUPS="\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups),
         CONFIG=OmegaConf.to_yaml(cfg),
         FLAGS_HELP="",
         HYDRA_CONFIG_GROUPS="",
     )
-    print(page)
 
 
 SUBCOMMANDS = {"report": "modularity.report", "export": "modularity.checkpoint"}
@@ -89,9 +88,14 @@ def main() -> Any:
     group is one line, before Hydra starts."""
     import importlib
 
-    from modularity.infra.completion import serve
+    from modularity.infra.completion import cached_help, remember_help, serve
 
     if serve(sys.argv[1:]):
+        return None
+    asks_help = any(a in ("--help", "-h") for a in sys.argv[1:])
+    words = [a for a in sys.argv[1:] if not a.startswith("-") and a != "run"]
+    if asks_help and (page := cached_help(words)) is not None:
+        print(page)  # the same configs and code gave it: no Hydra to import, nothing to compose
         return None
     import hydra
 
@@ -111,8 +115,11 @@ def main() -> Any:
         check_group_choices([a for a in arguments if not a.startswith("-")])
     except ConfigError as err:
         fail(str(err))
-    if any(a in ("--help", "-h") for a in arguments):
-        return print_help([a for a in arguments if not a.startswith("-")])
+    if asks_help:
+        page = help_page([a for a in arguments if not a.startswith("-")])
+        remember_help(words, page)
+        print(page)
+        return None
     sys.argv = [sys.argv[0], *arguments]
     stop_on_signals()
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)

@@ -248,6 +248,37 @@ def answer(line: str) -> list[str] | None:
     return sorted(set(matched + config))
 
 
+# ------------------------------------------------------------------ the --help page
+def _help_path(overrides: list[str]) -> Path:
+    from modularity.infra.paths import user_cache_dir
+
+    words = hashlib.sha256("\0".join(overrides).encode()).hexdigest()[:16]
+    return user_cache_dir("completion", ENV_VAR) / f"help-{fingerprint()}-{words}.txt"
+
+
+def cached_help(overrides: list[str]) -> str | None:
+    """The ``--help`` page these overrides gave before, with the same configs and code (one
+    composition costs more CPU than the rest of the command); None the first time."""
+    try:
+        return _help_path(overrides).read_text()
+    except OSError:
+        return None
+
+
+def remember_help(overrides: list[str], page: str) -> None:
+    """Keep the page for the next ``--help`` with the same overrides; atomically, and an
+    unwritable cache only costs the next call the composition."""
+    path = _help_path(overrides)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(page)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def serve(argv: list[str]) -> bool:
     """Answer ``-sc query=bash`` here (printing what Hydra would print); False when the
     command line is something else, or the line needs Hydra."""
