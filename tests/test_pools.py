@@ -10,14 +10,14 @@ from omegaconf import OmegaConf
 
 import modularity
 from modularity.data.corpora import CorpusUnavailable, Document, load_corpus
+from modularity.data.pools import pool_documents
+from modularity.data.sources import LocalCorpora
 from modularity.data.splits import (
     TEXT_SPLITS,
     normalised_text,
     split_documents,
     without_duplicates,
 )
-from modularity.data.pools import pool_documents
-from modularity.data.sources import LocalCorpora
 
 RECIPE = Path(modularity.__file__).parent / "zoo" / "conf" / "recipe" / "tiny_lm_text.yaml"
 DOMAINS = list(OmegaConf.load(RECIPE).domains)

@@ -14,9 +14,9 @@ from transformers import AutoTokenizer
 from modularity.config import group_options, load_task_config
 from modularity.data.corpora import Document
 from modularity.data.packing import TextSample, pack_documents
-from modularity.data.splits import TEXT_SPLITS, content_id, document_half, split_documents
 from modularity.data.pools import pool_documents
 from modularity.data.sources import LocalCorpora, TextFiles, source_of
+from modularity.data.splits import TEXT_SPLITS, content_id, document_half, split_documents
 from modularity.data.text import DOC_BLOCKS, text_blocks
 from modularity.errors import ModularityError
 from modularity.zoo.model_dirs import PACKAGED_MODELS
