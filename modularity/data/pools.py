@@ -26,10 +26,11 @@ STREAM_CHUNK = 1024  # records hashed into pools at a time while streaming
 
 
 def pool_documents(source: TextSource, pool: str, seed: int) -> Iterator[Document]:
-    """One pool (a ``TEXT_SPLITS`` name) of ``source``, in an order seeded by ``seed``."""
+    """One pool (a ``TEXT_SPLITS`` name) of ``source``: a held source's in an order seeded
+    by ``seed``, a streaming one's in stream order."""
     check_split(pool, TEXT_SPLITS)
     parts = list(source.parts().values())
-    if parts == [source]:
+    if len(parts) == 1 and parts[0] is source:
         held = not source.streaming
         yield from _held_pool(source, pool, seed) if held else _streamed_pool(source, pool)
         return
