@@ -93,8 +93,27 @@ def test_text_files_that_match_nothing_or_are_not_text_are_one_line(tmp_path):
     ]
 
 
+def test_a_text_files_task_samples_only_its_files(tmp_path):
+    from transformers import AutoTokenizer
+
+    from modularity.data.text import text_blocks
+    from modularity.zoo.model_dirs import PACKAGED_MODELS
+
+    tokenizer = AutoTokenizer.from_pretrained(PACKAGED_MODELS / "tiny_lm_text")
+    paths = write_notes(tmp_path, "ledger")
+    task = OmegaConf.merge(
+        load_task_config("files"), {"local": {"paths": [str(tmp_path / "*.txt")]}}
+    )
+    sample = text_blocks(task, "collect", tokenizer, 32, 32 * 16)
+    assert sample.n_tokens == 32 * 16 and sample.n_documents > 1
+    texts = [path.read_text() for path in paths]
+    for block in sample.input_ids:
+        for piece in tokenizer.decode(block).split(tokenizer.eos_token):
+            assert any(piece in text for text in texts), piece
+
+
 @pytest.mark.slow
-def test_a_text_files_task_runs_end_to_end_and_reads_only_its_files(make_cfg, tmp_path):
+def test_a_text_files_task_runs_end_to_end(make_cfg, tmp_path):
     write_notes(tmp_path / "notes", "ledger")
     cfg = make_cfg(*SMALL, "task=files", f"task.local.paths=[{tmp_path}/notes/*.txt]")
     result = run(cfg)
@@ -102,7 +121,7 @@ def test_a_text_files_task_runs_end_to_end_and_reads_only_its_files(make_cfg, tm
     assert (rows.metric == "effect").any()
     tokens = rows[rows.metric == "collect_tokens"].set_index("variant").value
     assert tokens["task"] == 512 and tokens["reference"] == 512
-    # The cached blocks of the task are the notes' tokens, nothing else.
+    # The task's cached blocks are keyed by the files' content.
     metas = [json.loads(p.read_text())["meta"] for p in Path(cfg.cache.dir).glob("*/meta.json")]
     task_keys = [m for m in metas if m["kind"] == "tokens" and m["data"]["task"]["name"] == "files"]
     assert task_keys and all(m["data"]["source"]["content"] for m in task_keys)
