@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader
 from modularity.algorithms.set_overlap import intersection_null, jaccard
 from modularity.collect import collect_statistics, collection_device
 from modularity.config import choice, load_task_config, with_data_settings
+from modularity.data.reference import text_reference
+from modularity.data.sources import source_identity
 from modularity.data.tasks import image_loader, text_loader, text_sample
 from modularity.errors import ConfigError
 from modularity.evaluate import UnitSums, evaluate, most_frequent_tokens
@@ -76,6 +78,7 @@ class DataSpec:
     def identity(self) -> dict[str, Any]:
         return {
             "task": plain(self.config, drop=("description",)),
+            "source": source_identity(self.config),
             "role": self.role,
             "excluding": None if self.excluding is None else self.excluding.name,
             "excluded_classes": None if self.excluding is None else list(self.excluding.classes),
@@ -153,14 +156,13 @@ class Pipeline:
 
     def reference_of(self, task: DataSpec) -> DataSpec:
         """The task's reference: for images the classes the task does not keep; for text
-        general data from the reference pools, without the task's corpora if
-        ``data.exclude_from_reference=domain``."""
+        general data from the reference pools, without the task's domains if
+        ``data.exclude_from_reference=domain`` (``modularity.data.reference``)."""
         reference = load_task_config(task.config.reference, self.cfg.data)
         if not task.is_text:
             return DataSpec(reference, "reference", excluding=task.config)
-        if choice(self.cfg.data.exclude_from_reference) == "domain":
-            reference = without_domain(reference, task.config)
-        return DataSpec(reference, "reference")
+        exclude = choice(self.cfg.data.exclude_from_reference)
+        return DataSpec(text_reference(task.config, reference, exclude), "reference")
 
     def _key(self, kind: str, version: str | None = None, **parts: Any) -> tuple[str, dict]:
         meta = {
@@ -387,27 +389,6 @@ class Pipeline:
             tensors, _ = self.cache.get_or_compute(key, compute, meta, check=check_unit_sums)
             out[side] = UnitSums.from_tensors(tensors)
         return out
-
-
-def without_domain(reference: DictConfig, task: DictConfig) -> DictConfig:
-    """A local text mixture without the task's corpora (``exclude_from_reference=domain``)."""
-    from modularity.data.text import local_corpora
-
-    if choice(reference.source) != "local" or choice(task.source) != "local":
-        raise ConfigError(
-            "data.exclude_from_reference=domain needs local text sources (a mixture of "
-            f"corpora); task {task.name!r} or its reference {reference.name!r} reads the hub"
-        )
-    own = set(local_corpora(task))
-    kept = [c for c in local_corpora(reference) if c not in own]
-    if not kept:
-        raise ConfigError(
-            f"reference {reference.name!r} without {task.name!r}'s corpora {sorted(own)} "
-            "has none left; use data.exclude_from_reference=documents"
-        )
-    return OmegaConf.merge(
-        reference, {"name": f"{reference.name}-without-{task.name}", "local": {"corpus": kept}}
-    )
 
 
 def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:

@@ -14,7 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from modularity.config import Config, Site, choice, group_options, load_task_config
+from modularity.config import (
+    Config,
+    Site,
+    choice,
+    group_options,
+    load_task_config,
+    with_data_settings,
+)
 from modularity.errors import ConfigError
 from modularity.verdicts import check_verdict_config
 
@@ -75,7 +82,11 @@ def _positive(what: str, value: Any) -> None:
 
 
 def check_task(task: DictConfig, what: str = "task") -> None:
-    """Sizes, and a reference that exists and is not the task itself."""
+    """Sizes, a source that can be built, and a reference that exists and is not the task
+    itself."""
+    from modularity.data.sources import source_of  # imports the datasets library
+
+    source_of(task)
     for key in ("collect_size", "eval_size", "block_size"):
         _positive(f"{what}.{key}", task[key])
     if not task.reference:
@@ -139,7 +150,7 @@ def check_config(cfg: DictConfig) -> None:
     from modularity.neurons.sites import check_site_scorer
 
     check_site_scorer(choice(cfg.site), choice(cfg.scoring.scorer))
-    check_task(cfg.task)
+    check_task(with_data_settings(cfg.task, cfg.data))
     for name in cfg.tasks:
         check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")
     check_trainer(cfg.trainer)
