@@ -32,9 +32,6 @@ from modularity.verdicts import VerdictConfig
 # functional form where a name is a Python keyword or starts with a digit.
 Scope = Enum("Scope", {"layer": "layer", "global": "global"})
 AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
-# Which units an analysis works on (modularity.neurons.sites): MLP neurons, attention neurons
-# (inputs of the attention output projection) or whole attention heads.
-Site = Enum("Site", {"mlp": "mlp", "attn": "attn", "heads": "heads"})
 Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
 DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
@@ -173,7 +170,9 @@ class Config:
     # its ``_target_`` names before anything runs (modularity.analyses.base).
     analysis: dict[str, Any] = MISSING
     layers: list[int] | None = None  # layer subset; None = all layers
-    site: Site = Site["mlp"]  # mlp | attn | heads: the units selected, ablated and compared
+    # The units selected, ablated and compared: any site registered in modularity.neurons.sites
+    # (mlp | attn | heads, and those of installed packages).
+    site: str = "mlp"
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
