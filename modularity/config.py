@@ -310,13 +310,24 @@ def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictCo
 
 
 def group_options(group: str) -> list[str]:
-    """Every option of a config group: YAML files and generated entries."""
+    """Every option of a config group: YAML files, generated entries, and the configs other
+    packages add to Hydra's search path."""
     register_configs()
     files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
     store = ConfigStore.instance()
     listed = store.list(group) if store.get_type(group) == ObjectType.GROUP else []
     stored = {name.removesuffix(".yaml") for name in listed}
-    return sorted(files | stored)
+    return sorted(files | stored | _search_path_options(group))
+
+
+@functools.lru_cache(maxsize=64)
+def _search_path_options(group: str) -> frozenset[str]:
+    """The options of ``group`` as Hydra's config loader lists them, which includes configs
+    that installed packages ship through a Hydra ``SearchPathPlugin`` (a module under
+    ``hydra_plugins/``): how a package outside this one adds a model, analysis or scorer
+    config. Listed once per process (a tenth of a second; the search path does not change)."""
+    with hydra_context():
+        return frozenset(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 @functools.lru_cache(maxsize=256)
