@@ -396,6 +396,29 @@ def test_a_registered_site_is_selectable_ablated_and_exported(mode, monkeypatch,
     assert "MLP inputs zeroed (their input columns of the MLP's up projection)" in report.summary()
 
 
+def test_sites_of_installed_packages_are_found_from_their_entry_points(tmp_path, monkeypatch):
+    """A package's ``modularity.sites`` entry point names a Site object; one that names
+    anything else is one line naming the entry point."""
+    (tmp_path / "extsites.py").write_text(
+        "from test_sites import UpInputSite\n"
+        "UP_INPUT = UpInputSite('up_in', noun='MLP inputs')\n"
+        "NOT_A_SITE = 'up_in'\n"
+    )
+    info = tmp_path / "extsites-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extsites\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[modularity.sites]\nup_in = extsites:UP_INPUT\nbroken = extsites:NOT_A_SITE\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("modularity.neurons.sites.SITES", dict(SITES))
+    with pytest.raises(ConfigError, match=r"site entry point 'broken' \(extsites:NOT_A_SITE\)"):
+        site_of("up_in")
+    (info / "entry_points.txt").write_text("[modularity.sites]\nup_in = extsites:UP_INPUT\n")
+    assert site_of("up_in").noun == "MLP inputs"
+    check_group_choices(["site=up_in"])
+
+
 # --------------------------------------------------------------------------- bad input
 
 
