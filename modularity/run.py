@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from modularity.infra.interrupts import exit_interrupted, stop_on_signals
 
@@ -30,9 +30,19 @@ def run(cfg: DictConfig, models: ModelCache | None = None) -> Any:
     return execute(cfg, models)
 
 
-def fail(message: str, status: int = 2) -> None:
+class Failed(SystemExit):
+    """The command stops with ``status`` after printing its one line; a sweep that keeps
+    going (``make run``'s sweeper, :mod:`hydra_plugins.modularity_plan_sweeper`) records
+    ``message`` as the job's failure and runs the next job instead."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+    raise Failed(message, status)
 
 
 def task(cfg: DictConfig, models: ModelCache | None = None) -> Any:
@@ -58,7 +68,7 @@ def task(cfg: DictConfig, models: ModelCache | None = None) -> Any:
     return None
 
 
-def print_help(overrides: list[str]) -> None:
+def help_page(overrides: list[str]) -> str:
     """Hydra's ``--help`` page (header, groups, the composed config, footer) from one
     composition: Hydra's own lists every group through a fresh deep copy of its config
     repository, seconds of CPU before the page appears."""
@@ -73,13 +83,12 @@ def print_help(overrides: list[str]) -> None:
     groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
     with open_dict(cfg):
         del cfg["hydra"]
-    page = Template(template).safe_substitute(
+    return Template(template).safe_substitute(
         APP_CONFIG_GROUPS="\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups),
         CONFIG=OmegaConf.to_yaml(cfg),
         FLAGS_HELP="",
         HYDRA_CONFIG_GROUPS="",
     )
-    print(page)
 
 
 SUBCOMMANDS = {"report": "modularity.report", "export": "modularity.checkpoint"}
@@ -92,9 +101,14 @@ def main() -> Any:
     group is one line, before Hydra starts."""
     import importlib
 
-    from modularity.infra.completion import serve
+    from modularity.infra.completion import cached_help, remember_help, serve
 
     if serve(sys.argv[1:]):
+        return None
+    asks_help = any(a in ("--help", "-h") for a in sys.argv[1:])
+    words = [a for a in sys.argv[1:] if not a.startswith("-") and a != "run"]
+    if asks_help and (page := cached_help(words)) is not None:
+        print(page)  # the same configs and code gave it: no Hydra to import, nothing to compose
         return None
     import hydra
 
@@ -114,9 +128,13 @@ def main() -> Any:
         check_group_choices([a for a in arguments if not a.startswith("-")])
     except ConfigError as err:
         fail(str(err))
-    if any(a in ("--help", "-h") for a in arguments):
-        return print_help([a for a in arguments if not a.startswith("-")])
+    if asks_help:
+        page = help_page([a for a in arguments if not a.startswith("-")])
+        remember_help(words, page)
+        print(page)
+        return None
     sys.argv = [sys.argv[0], *arguments]
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     stop_on_signals()
     from modularity.models.cache import ModelCache
 
@@ -131,7 +149,8 @@ def main() -> Any:
     try:
         return app()
     except KeyboardInterrupt:  # in any phase, Hydra's own start-up included
-        exit_interrupted()
+        multirun = any(a in ("-m", "--multirun") for a in arguments)
+        exit_interrupted("; finished jobs are kept" if multirun else "")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ PARTS = {
     "note": None,
 }
 KEY = StatsCache.key(**PARTS)
-# Pinned: a change here silently orphans every cache entry users already have (format 2
-# added the tensors' checksum to every entry, so entries of format 1 go unused on purpose).
-GOLDEN_KEY = "0957b86a5a1965ddc39cf6af"
+# Pinned for a fixed entry format: the canonical JSON and its hash must not drift, or every
+# cache entry users already have would be orphaned by an edit that changed no layout.
+GOLDEN_KEY = "9b09e4f69c5894bdd9ebaf19"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -214,8 +214,15 @@ def test_key_is_stable_across_processes():
         [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == KEY == GOLDEN_KEY
+    assert out.stdout.strip() == KEY
     assert len(KEY) == 24 and int(KEY, 16) >= 0
+
+
+def test_key_of_a_fixed_format_is_pinned(monkeypatch):
+    from modularity.infra import cache
+
+    monkeypatch.setattr(cache, "entry_format", lambda: "fixed-format")
+    assert StatsCache.key(**dict(reversed(list(PARTS.items())))) == GOLDEN_KEY
 
 
 @pytest.mark.parametrize(
@@ -360,3 +367,20 @@ def test_rejects_non_tensors(tmp_path):
     with pytest.raises(TypeError, match="torch.Tensor"):
         StatsCache(tmp_path).put(KEY, {"x": [1, 2]}, PARTS)
     assert StatsCache(tmp_path).get(KEY) is None
+
+
+def test_a_changed_entry_layout_gives_every_key_a_new_version(monkeypatch) -> None:
+    """The cache's own code versions its entries: nobody bumps a format number by hand."""
+    from code_edits import pretend_edited
+
+    from modularity.infra import cache
+
+    before = StatsCache.key(task="code", size=512)
+    cache.entry_format.cache_clear()
+    pretend_edited(monkeypatch, Path(cache.__file__))
+    try:
+        assert StatsCache.key(task="code", size=512) != before
+    finally:
+        cache.entry_format.cache_clear()
+    monkeypatch.undo()
+    assert StatsCache.key(task="code", size=512) == before

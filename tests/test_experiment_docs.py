@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from modularity.infra.paths import CONF_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
-CONFIGS = ROOT / "modularity" / "conf" / "experiment"
+CONFIGS = CONF_DIR / "experiment"
+assert any(CONFIGS.glob("*.yaml")), f"no experiment configs under {CONFIGS}"
 PROGRAM = ["python", "-m", "modularity.run"]
 
 

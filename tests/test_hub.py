@@ -3,7 +3,10 @@ and every task's ``hub:`` section reading a local copy laid out like the hub rep
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import sys
 import threading
 import time
 import zipfile
@@ -105,7 +108,7 @@ def test_uncached_model_fails_at_once_in_one_line(no_network):
     assert_one_line_naming(err, "nobody/uncached-model")
     assert "model.path=" in str(err.value)
     assert f"{REFUSING_ENDPOINT} cannot be reached" in str(err.value)
-    assert hub_constants.HF_HUB_OFFLINE  # the libraries no longer try the network
+    assert not hub_constants.HF_HUB_OFFLINE  # offline for the read only: the process is as it was
 
 
 def test_a_load_failing_offline_becomes_the_one_line(no_network):
@@ -131,6 +134,61 @@ def test_other_errors_pass_through(monkeypatch):
     monkeypatch.setattr(hub_module, "hub_reachable", lambda *a: True)
     with pytest.raises(ValueError, match="unrelated"), hub_access("a/b", "model", "model.path"):
         raise ValueError("unrelated")
+
+
+# --- the scoped offline context
+
+
+def offline_state() -> tuple:
+    """Every switch offline_mode touches: the environment and the libraries' globals."""
+    return (
+        tuple(os.environ.get(name) for name in hub_module.OFFLINE_VARIABLES),
+        hub_constants.HF_HUB_OFFLINE,
+        datasets.config.HF_HUB_OFFLINE,
+        datasets.config.HF_DATASETS_OFFLINE,
+    )
+
+
+def test_offline_mode_switches_every_library_and_restores_them(no_network, monkeypatch):
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    before = offline_state()
+    assert before == (("0", None, "0"), False, False, False)
+    with hub_module.offline_mode("testing"):
+        assert offline_state() == (("1", "1", "1"), True, True, True)
+        assert hub_module.offline_reason() == "testing"
+        with hub_module.offline_mode("nested"):
+            assert hub_module.offline_reason() == "nested"
+        assert hub_module.offline_reason() == "testing"
+        assert offline_state() == (("1", "1", "1"), True, True, True)
+    assert offline_state() == before
+    with pytest.raises(RuntimeError, match="inside"), hub_module.offline_mode("testing"):
+        raise RuntimeError("inside")
+    assert offline_state() == before
+    assert hub_module._offline_because == []
+
+
+def test_datasets_imported_inside_the_block_gets_its_outside_flags(no_network, monkeypatch):
+    """datasets copies the environment when first imported: imported inside the block, its
+    flags are set afterwards to what an import outside would have given."""
+    original = datasets.config
+    monkeypatch.setattr(datasets, "config", original)  # restored with sys.modules
+    monkeypatch.delitem(sys.modules, "datasets.config")
+    with hub_module.offline_mode("testing"):
+        fresh = importlib.import_module("datasets.config")  # reads the block's environment
+        assert fresh is not original
+        assert fresh.HF_HUB_OFFLINE and fresh.HF_DATASETS_OFFLINE
+    assert not fresh.HF_HUB_OFFLINE and not fresh.HF_DATASETS_OFFLINE
+
+
+def test_a_hub_read_without_network_is_offline_only_inside_the_block(no_network):
+    (Path(hub_constants.HF_HUB_CACHE) / "models--nobody--cached" / "snapshots" / "0").mkdir(
+        parents=True
+    )
+    before = offline_state()
+    with hub_access("nobody/cached", "model", "model.path"):
+        assert hub_constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert offline_state() == before
 
 
 # --- local paths

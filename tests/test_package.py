@@ -99,7 +99,8 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = dist.glob("modularity-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "conf/config.yaml" in names
+    assert "modularity/conf/config.yaml" in names  # conf/ at the top, shipped inside
+    assert "hydra_plugins/modularity_plan_sweeper/plan_sweeper.py" in names  # make run's sweeper
     assert any(n.startswith("modularity/assets/models/tiny_lm_text/") for n in names)
     assert any(n.endswith("LICENSE") for n in names)
 

@@ -10,13 +10,14 @@ from omegaconf import OmegaConf
 
 import modularity
 from modularity.data.corpora import CorpusUnavailable, Document, load_corpus
+from modularity.data.pools import pool_documents
+from modularity.data.sources import LocalCorpora
 from modularity.data.splits import (
     TEXT_SPLITS,
     normalised_text,
     split_documents,
     without_duplicates,
 )
-from modularity.data.text import corpus_documents
 
 RECIPE = Path(modularity.__file__).parent / "zoo" / "conf" / "recipe" / "tiny_lm_text.yaml"
 DOMAINS = list(OmegaConf.load(RECIPE).domains)
@@ -60,13 +61,13 @@ def test_no_evaluation_text_is_in_the_shipped_models_training_data():
         train_raw = {name: split_documents(load_corpus(name))["train"] for name in DOMAINS}
     except CorpusUnavailable as err:
         pytest.skip(f"a training corpus is not installed: {err}")
-    train = {digest(d) for name in DOMAINS for d in corpus_documents(name, "train", 0)}
+    train = {digest(d) for name in DOMAINS for d in pool_documents(LocalCorpora(name), "train", 0)}
     # the training pool is exactly what the split rule gave the model (nothing removed)
     assert len(train) == len({digest(d) for pool in train_raw.values() for d in pool})
     task, reference = set(), set()
     for name in DOMAINS:
         for split in list(TEXT_SPLITS)[1:]:
-            pool = {digest(d) for d in corpus_documents(name, split, 0)}
+            pool = {digest(d) for d in pool_documents(LocalCorpora(name), split, 0)}
             assert not pool & train, (name, split)
             (reference if split.startswith("reference") else task).update(pool)
     assert not task & reference

@@ -3,17 +3,16 @@ correct them by Holm over the tasks they count, the console says why an interval
 missing."""
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-import modularity
 from modularity.algorithms.across_tasks import mean_over_tasks
 from modularity.analyses.base import Row
 from modularity.analyses.prune import Prune, console_summary
+from modularity.infra.paths import CONF_DIR
 from modularity.infra.tidy import lower_median
 from modularity.verdicts import UNSTABLE
 
@@ -104,7 +103,8 @@ def test_console_says_why_there_is_no_interval():
     assert "stability of the selection: 0.50 (unstable selection)" in text
 
 
-EXPERIMENTS = sorted((Path(modularity.__file__).parent / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted((CONF_DIR / "experiment").glob("*.yaml"))
+assert EXPERIMENTS, f"no experiment configs under {CONF_DIR}"
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM stop every command line (``modularity.run``, ``make run``'s
-``modularity.default``) in any phase within seconds, with one line and status 130, and
+"""Ctrl-C and SIGTERM stop every command line (``modularity.run``, ``make run``'s multirun
+of it) in any phase within seconds, with one line and status 130, and
 leave no partial file: inside a Lightning loop (which only records a SIGTERM, and turns
 Ctrl-C into ``sys.exit(1)``), during data preparation and tokenising, and when Python drops
 the interrupt because it arrived inside a finaliser."""
@@ -16,6 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from modularity.infra.resume import FINISHED
 from modularity.infra.trainer import make_trainer, run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,25 +137,27 @@ except KeyboardInterrupt:
 
 @pytest.mark.slow
 def test_sigterm_inside_a_loop_stops_make_runs_driver(tmp_path):
-    """``make run`` (``python -m modularity.default``) killed while a collection loop runs:
-    it ended with status 1 and no message. One batch per image keeps the loop long."""
+    """``make run`` (``python -m modularity.run -m hydra/sweeper=embedded``) killed while a
+    collection loop runs: it ended with status 1 and no message. One batch per image keeps
+    the loop long."""
     out = tmp_path / "out"
     args = [
-        f"--out={out}",
-        "--only=embedded_fashion",
-        "--",
+        "-m",
+        "hydra/sweeper=embedded",
+        f"hydra.sweep.dir={out}",
+        "hydra.sweeper.only=[embedded_fashion]",
         "model=tiny_vit",
         "model.batch_size=1",
         "tasks=[digits-0,digits-1]",
         "hydra.sweeper.params={task:'digits-0'}",
         f"cache.dir={tmp_path / 'cache'}",
     ]
-    proc = _popen("modularity.default", args, tmp_path)
+    proc = _popen("modularity.run", args, tmp_path)
     _wait_for(proc, "collect digits: ")  # the reference's loop: 324 batches, seconds
     rest = _stopped_by_sigterm(proc, 0.5)
     assert "finished jobs are kept" in rest
     job = next((out / "embedded_fashion" / "prune").iterdir())
-    assert not (job / ".hydra" / "config.yaml").exists()  # unfinished: the next run redoes it
+    assert not (job / FINISHED).exists()  # unfinished: the next run redoes it
     assert not (job / "results.csv").exists()
     _no_temporaries(tmp_path)
 

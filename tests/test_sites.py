@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from modularity.infra.validate import check_group_choices
 from modularity.models.loading import load_model
 from modularity.neurons.masks import ablate, neuron_hooks
 from modularity.neurons.sites import (
+    SITES,
+    Site,
     check_site_scorer,
     check_unit_mask,
     reading_hooks,
@@ -340,6 +343,76 @@ def test_attention_mean_export_without_a_bias_is_refused(tmp_path):
     with pytest.raises(ModularityError, match="attention output projection has no bias"):
         export_pruned(loaded.model, mask, tmp_path / "out", "mean", means, site="attn")
     assert not (tmp_path / "out").exists()
+
+
+@dataclass(frozen=True)
+class UpInputSite(Site):
+    """A site outside the built-in three: the residual dimensions the MLP's up projection
+    reads (its input columns), to show a new site needs its class and nothing else."""
+
+    reader = "the MLP's up projection"
+
+    def module(self, adapter, layer):
+        return adapter.blocks[layer].get_submodule(adapter.layout.up)
+
+    def parameter_name(self, adapter, layer, tensor):
+        return adapter.parameter_name(layer, "up", tensor)
+
+    def width(self, adapter):
+        return adapter.input_weight(0).shape[1]
+
+    def unit_parameters(self, adapter):
+        return adapter.input_weight(0).shape[0]
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_a_registered_site_is_selectable_ablated_and_exported(mode, monkeypatch, tmp_path):
+    monkeypatch.setitem(SITES, "up_in", UpInputSite("up_in", noun="MLP inputs"))
+    check_group_choices(["site=up_in"])
+    loaded = tiny("gpt_neox", seed=9)
+    adapter = loaded.adapter
+    width = site_of("up_in").width(adapter)
+    assert width == adapter.model.config.hidden_size
+    mask = random_units(adapter.n_layers, width, seed=3)
+    means = torch.randn(adapter.n_layers, width) if mode == "mean" else None
+    seen = {}
+    with (
+        torch.no_grad(),
+        reading_hooks(adapter, ["up_in"], lambda k, x: seen.setdefault(k, x.clone())),
+    ):
+        unablated = logits(loaded)
+    with ablate(adapter, mask, mode, means, site="up_in"):
+        masked = logits(loaded)
+    assert not torch.equal(masked, unablated)
+    assert seen[0].shape[-1] == width
+    report = export_pruned(loaded.model, mask, tmp_path / "out", mode, means, site="up_in")
+    with torch.no_grad():
+        exported = reload(loaded, tmp_path / "out")(**inputs_for(loaded)).logits
+    assert (exported - masked).abs().max() <= 1e-4
+    assert "MLP inputs zeroed (their input columns of the MLP's up projection)" in report.summary()
+
+
+def test_sites_of_installed_packages_are_found_from_their_entry_points(tmp_path, monkeypatch):
+    """A package's ``modularity.sites`` entry point names a Site object; one that names
+    anything else is one line naming the entry point."""
+    (tmp_path / "extsites.py").write_text(
+        "from test_sites import UpInputSite\n"
+        "UP_INPUT = UpInputSite('up_in', noun='MLP inputs')\n"
+        "NOT_A_SITE = 'up_in'\n"
+    )
+    info = tmp_path / "extsites-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extsites\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[modularity.sites]\nup_in = extsites:UP_INPUT\nbroken = extsites:NOT_A_SITE\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("modularity.neurons.sites.SITES", dict(SITES))
+    with pytest.raises(ConfigError, match=r"site entry point 'broken' \(extsites:NOT_A_SITE\)"):
+        site_of("up_in")
+    (info / "entry_points.txt").write_text("[modularity.sites]\nup_in = extsites:UP_INPUT\n")
+    assert site_of("up_in").noun == "MLP inputs"
+    check_group_choices(["site=up_in"])
 
 
 # --------------------------------------------------------------------------- bad input

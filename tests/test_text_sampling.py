@@ -14,15 +14,10 @@ from transformers import AutoTokenizer
 from modularity.config import group_options, load_task_config
 from modularity.data.corpora import Document
 from modularity.data.packing import TextSample, pack_documents
-from modularity.data.splits import TEXT_SPLITS, document_half, split_documents
-from modularity.data.text import (
-    DOC_BLOCKS,
-    corpus_documents,
-    hub_documents,
-    local_corpora,
-    local_documents,
-    text_blocks,
-)
+from modularity.data.pools import pool_documents
+from modularity.data.sources import LocalCorpora, TextFiles, source_of
+from modularity.data.splits import TEXT_SPLITS, content_id, document_half, split_documents
+from modularity.data.text import DOC_BLOCKS, text_blocks
 from modularity.errors import ModularityError
 from modularity.zoo.model_dirs import PACKAGED_MODELS
 
@@ -74,7 +69,7 @@ def test_halves_are_per_document_and_roughly_balanced():
 
 def test_mixture_gives_every_corpus_an_equal_share_and_numbers_units_on():
     pile = load_task_config("pile")
-    names = local_corpora(pile)
+    names = source_of(pile).domains()
     per_corpus = 2
     sample = text_blocks(
         pile, "reference_collect", TOKENIZER, BLOCK, per_corpus * len(names) * BLOCK
@@ -102,7 +97,7 @@ def test_sampling_is_deterministic():
 
 
 def test_cutting_long_documents_before_tokenising_keeps_their_first_tokens():
-    docs = corpus_documents("code", "collect", 0)[:40]
+    docs = list(pool_documents(LocalCorpora("code"), "collect", 0))[:40]
     cap = DOC_BLOCKS * BLOCK
     expected = []
     for doc in docs:
@@ -147,17 +142,19 @@ def test_unknown_pool_names_the_valid_ones():
 
 def _reference_is_local_mixture(name: str) -> bool:
     task = load_task_config(name)
-    if task.kind != "text" or not task.reference:
-        return False
+    if task.kind != "text" or not task.reference or isinstance(source_of(task), TextFiles):
+        return False  # ``files`` reads the user's files, none until named
     reference = load_task_config(task.reference)
-    return reference.source == "local" and len(local_corpora(reference)) > 1
+    source = source_of(reference)
+    return isinstance(source, LocalCorpora) and len(source.parts()) > 1
 
 
 REFERENCED_TASKS = [n for n in group_options("task") if _reference_is_local_mixture(n)]
 
 
 def _pools(task, pools) -> set[tuple[str, str]]:
-    return {(d.doc_id, d.text) for pool in pools for d in local_documents(task, pool)}
+    source = source_of(task)
+    return {(d.doc_id, d.text) for pool in pools for d in pool_documents(source, pool, task.seed)}
 
 
 @pytest.mark.parametrize("name", REFERENCED_TASKS)
@@ -174,7 +171,8 @@ def test_reference_contains_none_of_the_tasks_documents(name):
 
 def test_every_text_task_is_checked_against_its_reference():
     text = [n for n in group_options("task") if load_task_config(n).kind == "text"]
-    assert text == REFERENCED_TASKS  # every text task's reference is a local mixture
+    # every text task's reference is a local mixture
+    assert [n for n in text if n != "files"] == REFERENCED_TASKS
 
 
 def test_hub_records_are_pooled_by_the_local_rule(tmp_path):
@@ -186,10 +184,10 @@ def test_hub_records_are_pooled_by_the_local_rule(tmp_path):
     datasets.Dataset.from_list(rows).to_parquet(copy / "train-00000-of-00001.parquet")
     data = OmegaConf.create({"source": "hub", "hub_mirror": str(tmp_path)})
     task = load_task_config("pile", data)
-    records = [Document(str(i), row["text"]) for i, row in enumerate(rows)]
+    records = [Document(content_id(row["text"]), row["text"]) for row in rows]
     expected = split_documents(records)
     for pool in TEXT_SPLITS:
-        assert list(hub_documents(task, pool)) == expected[pool]
+        assert list(pool_documents(source_of(task), pool, task.seed)) == expected[pool]
 
 
 def test_concat_of_one_sample_is_itself():
@@ -200,7 +198,7 @@ def test_concat_of_one_sample_is_itself():
 
 def test_a_pool_of_long_documents_fills_its_budget_with_more_blocks_per_document():
     code = load_task_config("code")
-    pool = corpus_documents("code", "collect", code.seed)
+    pool = list(pool_documents(LocalCorpora("code"), "collect", code.seed))
     budget = 40 * 1024
     assert len(pool) * DOC_BLOCKS * BLOCK < budget  # the first cap alone cannot fill it
     sample = text_blocks(code, "collect", TOKENIZER, BLOCK, budget)
@@ -211,7 +209,7 @@ def test_a_pool_of_long_documents_fills_its_budget_with_more_blocks_per_document
 
 def test_an_exhausted_pool_gives_every_token_it_has():
     math = load_task_config("math")
-    pool = corpus_documents("math", "reference_evaluate", math.seed)
+    pool = list(pool_documents(LocalCorpora("math"), "reference_evaluate", math.seed))
     encoded = TOKENIZER([d.text for d in pool], add_special_tokens=False, verbose=False)
     total = sum(len(ids) + 1 for ids in encoded["input_ids"])  # + EOS each
     sample = text_blocks(math, "reference_evaluate", TOKENIZER, BLOCK, 10**7)

@@ -114,7 +114,8 @@ class Analysis:
     so a bad value is rejected before anything runs) and implement :meth:`run`."""
 
     needs_tasks: ClassVar[int] = 0  # how many entries of ``tasks`` it needs at least
-    supported_sites: ClassVar[tuple[str, ...]] = ("mlp", "attn", "heads")  # ``site`` values
+    # The ``site`` values it works on; None: every registered site (modularity.neurons.sites).
+    supported_sites: ClassVar[tuple[str, ...] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Register every analysis under its short name (its module's last part), so
@@ -145,7 +146,7 @@ class Analysis:
         if repeated:
             raise ConfigError(f"tasks lists {repeated} more than once; give each task once")
         site = choice(cfg.site)
-        if site not in self.supported_sites:
+        if self.supported_sites is not None and site not in self.supported_sites:
             raise ConfigError(
                 f"analysis={analysis_name(cfg)} works on site="
                 f"{'|'.join(self.supported_sites)}, not site={site}"

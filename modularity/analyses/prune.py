@@ -39,6 +39,7 @@ from modularity.infra.outputs import (
     write_tensors,
 )
 from modularity.infra.tidy import lower_median, panels
+from modularity.neurons.sites import site_of
 from modularity.verdicts import (
     EFFECT,
     INCONCLUSIVE,
@@ -51,7 +52,6 @@ from modularity.verdicts import (
 )
 
 log = logging.getLogger(__name__)
-UNIT_NAMES = {"mlp": "neurons", "attn": "attention neurons", "heads": "heads"}
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Prune(Analysis):
                 ctx.out / "layer_counts.png",
                 counts,
                 pipe.n_units,
-                ctx.title(f"{task.name} {UNIT_NAMES[pipe.site]} per layer"),
+                ctx.title(f"{task.name} {site_of(pipe.site).noun} per layer"),
             ),
         )
         write_json(ctx.out / "metrics.json", nested_metrics(rows))

@@ -47,7 +47,7 @@ from modularity.evaluate import UnitSums
 from modularity.infra.outputs import format_interval, format_markdown
 from modularity.infra.tidy import panels
 from modularity.neurons.selection import check_layers, select_top_fraction
-from modularity.neurons.sites import SITES, check_site_scorer, site_of
+from modularity.neurons.sites import check_site_scorer, site_names, site_of
 from modularity.pipeline import DataSpec, Pipeline, Selection
 from modularity.verdicts import ALPHA
 
@@ -64,8 +64,8 @@ class Sites(Analysis):
     def check(self, cfg: Any) -> None:
         super().check(cfg)
         for site in self.sites:
-            if site not in SITES:
-                raise invalid_choice("site in analysis.sites", site, list(SITES))
+            if site not in site_names():
+                raise invalid_choice("site in analysis.sites", site, site_names())
             check_site_scorer(site, choice(cfg.scoring.scorer))
         if len(set(self.sites)) != len(self.sites) or "mlp" not in self.sites:
             raise ConfigError(

@@ -11,7 +11,9 @@ data files load directly (each task YAML says why, per dataset):
 * ``revision``: branch, tag or commit of the hub repository (e.g. ``refs/convert/parquet``);
 * ``name``: the repository's config name, where it has several;
 * ``filter``: ``{column: pattern or [patterns]}``, shell-style patterns (``*.py``), keeping
-  rows whose every named column matches one of its patterns.
+  rows whose every named column matches one of its patterns;
+* ``exclude``: the same form, dropping rows where any named column matches one of its
+  patterns (how a reference leaves out a task's domain).
 
 The same ``hub:`` section therefore works for ``task.hub.dataset=/local/dir`` pointing at a
 download of the repository (``hf download <id> --repo-type dataset --local-dir DIR``).
@@ -33,7 +35,8 @@ from modularity.infra.hub import hub_access, is_local_path
 
 DataFiles = str | Sequence[str] | Mapping[str, str | Sequence[str]]
 HubData = datasets.Dataset | datasets.IterableDataset
-COLUMN_KEYS = ("field", "image_field", "label_field")  # keys of a hub section naming columns
+# Keys of a hub section that name columns.
+COLUMN_KEYS = ("field", "image_field", "label_field", "domain_field")
 
 
 def repository_root(dataset: str, revision: str | None) -> str:
@@ -78,10 +81,7 @@ def _load(hub: Mapping[str, Any], split: str, streaming: bool) -> HubData:
 
 def row_filter(wanted: Mapping[str, str | Sequence[str]]) -> Callable[[Mapping[str, Any]], bool]:
     """A predicate on a row: every column in ``wanted`` matches one of its patterns."""
-    patterns = {
-        column: [value] if isinstance(value, str) else list(value)
-        for column, value in wanted.items()
-    }
+    patterns = _patterns(wanted)
 
     def keep(row: Mapping[str, Any]) -> bool:
         return all(
@@ -92,11 +92,35 @@ def row_filter(wanted: Mapping[str, str | Sequence[str]]) -> Callable[[Mapping[s
     return keep
 
 
+def row_exclusion(
+    unwanted: Mapping[str, str | Sequence[str]],
+) -> Callable[[Mapping[str, Any]], bool]:
+    """A predicate on a row: no column in ``unwanted`` matches one of its patterns."""
+    patterns = _patterns(unwanted)
+
+    def keep(row: Mapping[str, Any]) -> bool:
+        return not any(
+            fnmatchcase(str(row[column]), p)
+            for column, column_patterns in patterns.items()
+            for p in column_patterns
+        )
+
+    return keep
+
+
+def _patterns(by_column: Mapping[str, str | Sequence[str]]) -> dict[str, list[str]]:
+    return {
+        column: [value] if isinstance(value, str) else list(value)
+        for column, value in by_column.items()
+    }
+
+
 def _check_columns(hub: Mapping[str, Any], data: HubData) -> None:
     columns = data.column_names
     if columns is None:  # a stream whose schema is only known once read
         return
-    wanted = [hub[key] for key in COLUMN_KEYS if key in hub] + list(hub.get("filter") or {})
+    wanted = [hub[key] for key in COLUMN_KEYS if hub.get(key) is not None]
+    wanted += [*(hub.get("filter") or {}), *(hub.get("exclude") or {})]
     missing = [column for column in wanted if column not in columns]
     if missing:
         raise ConfigError(
@@ -109,7 +133,8 @@ def load_hub_dataset(
     hub: Mapping[str, Any] | DictConfig, split: str, streaming: bool = False
 ) -> HubData:
     """One split of a task's hub dataset (a ``datasets.Dataset``, or an ``IterableDataset``
-    when ``streaming``), filtered by ``hub.filter``; its columns are the hub dataset's own.
+    when ``streaming``), filtered by ``hub.filter`` and ``hub.exclude``; its columns are the
+    hub dataset's own.
 
     Offline, it reads the local cache only, and fails in one line (``ModularityError``)
     naming the dataset and how to run offline when that has nothing. (A stream reads its
@@ -131,5 +156,8 @@ def load_hub_dataset(
                 f"can read (parquet, json, csv, text, arrow) for split {split!r}: {reason}"
             ) from err
     _check_columns(hub, data)
-    wanted = hub.get("filter")
-    return data.filter(row_filter(wanted)) if wanted else data
+    if hub.get("filter"):
+        data = data.filter(row_filter(hub["filter"]))
+    if hub.get("exclude"):
+        data = data.filter(row_exclusion(hub["exclude"]))
+    return data

@@ -118,6 +118,13 @@ def normalised_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def content_id(text: str) -> str:
+    """A document id from its text (whitespace runs made one space), for sources whose
+    records have no stable id of their own: the same text gets the same id, hence the same
+    pool, in every source, so a task's text never lands in a reference pool elsewhere."""
+    return hashlib.sha256(normalised_text(text).encode()).hexdigest()[:32]
+
+
 def without_duplicates(pools: Mapping[str, list[Document]]) -> dict[str, list[Document]]:
     """``pools`` with every document dropped whose normalised text occurs in an earlier pool
     (in ``pools``' order) or earlier in its own pool, so no text is both trained on and

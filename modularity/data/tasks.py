@@ -9,7 +9,8 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from modularity.data.images import LabelledImages, class_ids, image_split
+from modularity.data.images import class_ids, image_split
+from modularity.data.labelled import LabelledImages
 from modularity.data.packing import TextSample
 from modularity.data.text import text_blocks
 

@@ -20,6 +20,7 @@ is computed: results are then kept for the run only, with a warning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -37,11 +38,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from modularity.infra.atomic import atomic_directory, remove_stale_temporaries
+from modularity.infra.code_version import code_version
 from modularity.infra.paths import user_cache_dir
 
 ENV_VAR = "MODULARITY_CACHE_DIR"
 KEY_CHARS = 24  # hex digits of sha256 kept: 96 bits, no collisions in practice
-_FORMAT = 2  # part of every key: bump when the entry layout changes, and old entries go unused
 _TENSORS = "tensors.safetensors"
 _META = "meta.json"
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # one path component, never a temp dir
@@ -50,6 +51,14 @@ Tensors = dict[str, torch.Tensor]
 Check = Callable[[Tensors], None]  # raises ValueError when cached tensors are not usable
 log = logging.getLogger(__name__)
 _CORRUPT_PREFIX = ".corrupt-"
+
+
+@functools.cache
+def entry_format() -> str:
+    """The entry layout's version, part of every key: the digest of this module's code (and
+    of the package modules it imports), so a changed layout never reads old entries and no
+    number is bumped by hand."""
+    return code_version(__name__)
 
 
 def default_cache_root() -> Path:
@@ -132,7 +141,7 @@ class StatsCache:
         part (including int 1 vs float 1.0 vs True) gives another key. Tuples count as lists.
         """
         canonical = _to_json(
-            {"format": _FORMAT, "parts": parts},
+            {"format": entry_format(), "parts": parts},
             sort_keys=True,
             separators=(",", ":"),
             allow_nan=False,

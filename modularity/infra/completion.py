@@ -34,7 +34,8 @@ _APP_NAME = re.compile(r"^\s*[\w_\-=\./]+\s*(.*)")  # Hydra's own: the program, 
 
 def fingerprint() -> str:
     """The version of everything an answer depends on: Hydra, the package's version, its
-    config files and its code (sizes and modification times)."""
+    config files and its code, and the installed Hydra plug-ins (one may add config groups
+    to the search path): sizes and modification times."""
     from importlib.metadata import version
 
     digest = hashlib.sha256(f"{version('hydra-core')}\0".encode())
@@ -42,12 +43,21 @@ def fingerprint() -> str:
 
     digest.update(__version__.encode())
     # The configs, and the code that generates options.
-    for root, pattern in ((CONF_DIR, "*"), (PACKAGE_DIR, "*.py")):
+    for root, pattern in ((CONF_DIR, "*"), (PACKAGE_DIR, "*.py"), *_hydra_plugin_dirs()):
         for path in sorted(root.rglob(pattern)):
             stat = path.stat()
             name = f"{root.name}/{path.relative_to(root)}"
             digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:24]
+
+
+def _hydra_plugin_dirs() -> list[tuple[Path, str]]:
+    """Every directory of the ``hydra_plugins`` namespace, found without importing one."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("hydra_plugins")
+    locations = spec.submodule_search_locations if spec is not None else None
+    return [(Path(p), "*") for p in sorted(locations or []) if Path(p).is_dir()]
 
 
 def index_path() -> Path:
@@ -246,6 +256,37 @@ def answer(line: str) -> list[str] | None:
     if config is None:
         return None
     return sorted(set(matched + config))
+
+
+# ------------------------------------------------------------------ the --help page
+def _help_path(overrides: list[str]) -> Path:
+    from modularity.infra.paths import user_cache_dir
+
+    words = hashlib.sha256("\0".join(overrides).encode()).hexdigest()[:16]
+    return user_cache_dir("completion", ENV_VAR) / f"help-{fingerprint()}-{words}.txt"
+
+
+def cached_help(overrides: list[str]) -> str | None:
+    """The ``--help`` page these overrides gave before, with the same configs and code (one
+    composition costs more CPU than the rest of the command); None the first time."""
+    try:
+        return _help_path(overrides).read_text()
+    except OSError:
+        return None
+
+
+def remember_help(overrides: list[str], page: str) -> None:
+    """Keep the page for the next ``--help`` with the same overrides; atomically, and an
+    unwritable cache only costs the next call the composition."""
+    path = _help_path(overrides)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(page)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def serve(argv: list[str]) -> bool:

@@ -3,9 +3,10 @@
 Without network the HF libraries retry each request with back-off (about 50 s before a model
 load fails) and then raise a traceback that does not say what to do. Instead, before the first
 hub read the endpoint is probed once, within ``PROBE_TIMEOUT_S``; if it cannot be reached,
-or ``HF_HUB_OFFLINE`` is set, the libraries are switched to offline mode (they then read only
-the local HF cache and never retry), and an asset that is not cached fails at once with one
-line that names it and says how to run offline. A local path is never treated as a hub id.
+or ``HF_HUB_OFFLINE`` is set, the read runs in offline mode (the libraries then read only
+the local HF cache and never retry; :func:`offline_mode`, scoped to the read, so the process
+is left as it was), and an asset that is not cached fails at once with one line that names
+it and says how to run offline. A local path is never treated as a hub id.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -86,31 +87,66 @@ def hub_reachable(endpoint: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     return done.wait(timeout_s) and answers[0]
 
 
-_offline_because: list[str] = []  # why this process switched to offline mode, if it did
+# The libraries' offline switches: environment variables (read by each library when it is
+# imported, and by child processes) and the globals they copied them into.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+_offline_because: list[str] = []  # why each enclosing offline_mode block is offline
 
 
-def use_offline_mode(reason: str) -> None:
-    """Make huggingface_hub, transformers and datasets read only the local cache, now and in
-    any later import (each library copies the environment variable when it is imported)."""
-    _offline_because.append(reason)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
+def _is_true(value: str | None) -> bool:
+    return (value or "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _datasets_flags(environment: dict[str, str | None], hub_offline: bool) -> bool:
+    """The value datasets.config computes for its offline flags when it is imported."""
+    own = environment["HF_DATASETS_OFFLINE"]
+    return hub_offline if own is None else _is_true(own)
+
+
+@contextmanager
+def offline_mode(reason: str) -> Iterator[None]:
+    """Within the block huggingface_hub, transformers and datasets read only the local cache
+    and never retry a request; after it, even after an exception, the environment variables
+    and the libraries' flags are what they were (a library first imported inside the block
+    gets the flags it would have had outside)."""
+    environment = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    hub_offline = hub_constants.HF_HUB_OFFLINE
     datasets_config = sys.modules.get("datasets.config")
+    saved_datasets = (
+        None
+        if datasets_config is None
+        else (datasets_config.HF_HUB_OFFLINE, datasets_config.HF_DATASETS_OFFLINE)
+    )
+    _offline_because.append(reason)
+    os.environ.update(dict.fromkeys(OFFLINE_VARIABLES, "1"))
+    hub_constants.HF_HUB_OFFLINE = True
     if datasets_config is not None:
-        datasets_config.HF_HUB_OFFLINE = True
-        datasets_config.HF_DATASETS_OFFLINE = True
+        datasets_config.HF_HUB_OFFLINE = datasets_config.HF_DATASETS_OFFLINE = True
+    try:
+        yield
+    finally:
+        _offline_because.pop()
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        hub_constants.HF_HUB_OFFLINE = hub_offline
+        datasets_config = sys.modules.get("datasets.config")
+        if datasets_config is not None:
+            flags = saved_datasets or (_datasets_flags(environment, hub_offline),) * 2
+            datasets_config.HF_HUB_OFFLINE, datasets_config.HF_DATASETS_OFFLINE = flags
 
 
 def offline_reason() -> str | None:
-    """None when the hub can be used; otherwise why not, with offline mode switched on."""
+    """None when the hub can be used; otherwise why not (offline mode is on, or the endpoint
+    does not answer the probe)."""
     if hub_constants.HF_HUB_OFFLINE:
         return _offline_because[-1] if _offline_because else "offline mode is on (HF_HUB_OFFLINE)"
     endpoint = hub_endpoint()
     if hub_reachable(endpoint):
         return None
-    reason = f"{endpoint} cannot be reached"
-    use_offline_mode(reason)
-    return reason
+    return f"{endpoint} cannot be reached"
 
 
 def offline_error(repo_id: str, repo_type: RepoType, setting: str, reason: str) -> ModularityError:
@@ -153,8 +189,9 @@ def _from_connection_failure(err: BaseException) -> bool:
 @contextmanager
 def hub_access(repo_id: str, repo_type: RepoType, setting: str) -> Iterator[None]:
     """Wrap the loading of one asset: nothing for a local path; for a hub id, decide online
-    or offline first (a model missing from the cache fails before any loading), and turn a
-    connection failure raised while loading into the one-line error. ``setting`` is the
+    or offline first (a model missing from the cache fails before any loading; offline, the
+    block runs in :func:`offline_mode`), and turn a connection failure raised while loading
+    into the one-line error. ``setting`` is the
     config key that can point at a local copy instead (e.g. ``model.path``)."""
     if is_local_path(repo_id):
         yield
@@ -165,7 +202,8 @@ def hub_access(repo_id: str, repo_type: RepoType, setting: str) -> Iterator[None
     if reason is not None and repo_type == "model" and not in_hub_cache(repo_id, repo_type):
         raise offline_error(repo_id, repo_type, setting, reason)
     try:
-        yield
+        with offline_mode(reason) if reason is not None else nullcontext():
+            yield
     except Exception as err:
         if isinstance(err, ModularityError) or not _from_connection_failure(err):
             raise

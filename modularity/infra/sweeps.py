@@ -1,7 +1,7 @@
 """Expanding a Hydra sweep into its jobs with Hydra's public override parser.
 
-Used where a sweep's jobs must be known without launching them: ``make run`` runs an
-experiment's sweep in-process, and a multirun checks every job before the first one runs.
+Used where a sweep's jobs must be known without launching them: a multirun checks every
+job before the first one runs (:mod:`modularity.infra.sweep_check`).
 Glob sweeps (``task=glob(digits-*)``) list the config repository, so parsing needs the
 config loader of an initialised Hydra.
 """

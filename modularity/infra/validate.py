@@ -14,7 +14,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from modularity.config import Config, Site, choice, group_options, load_task_config
+from modularity.config import (
+    Config,
+    choice,
+    group_options,
+    load_task_config,
+    with_data_settings,
+)
 from modularity.errors import ConfigError
 from modularity.verdicts import check_verdict_config
 
@@ -75,7 +81,11 @@ def _positive(what: str, value: Any) -> None:
 
 
 def check_task(task: DictConfig, what: str = "task") -> None:
-    """Sizes, and a reference that exists and is not the task itself."""
+    """Sizes, a source that can be built, and a reference that exists and is not the task
+    itself."""
+    from modularity.data.sources import source_of  # imports the datasets library
+
+    source_of(task)
     for key in ("collect_size", "eval_size", "block_size"):
         _positive(f"{what}.{key}", task[key])
     if not task.reference:
@@ -138,8 +148,8 @@ def check_config(cfg: DictConfig) -> None:
     check_verdict_config(cfg.verdict)
     from modularity.neurons.sites import check_site_scorer
 
-    check_site_scorer(choice(cfg.site), choice(cfg.scoring.scorer))
-    check_task(cfg.task)
+    check_site_scorer(choice(cfg.site), choice(cfg.scoring.scorer))  # an unknown site too
+    check_task(with_data_settings(cfg.task, cfg.data))
     for name in cfg.tasks:
         check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")
     check_trainer(cfg.trainer)
@@ -161,8 +171,16 @@ def check_trainer(trainer_cfg: DictConfig) -> None:
 
 # Config groups whose options a user names on the command line.
 CHOICE_GROUPS = ("model", "task", "analysis", "scoring", "logger", "experiment")
-# Plain keys whose value is one of a few names, checked the same way.
-CHOICE_KEYS = {"site": [s.name for s in Site]}
+
+
+def _site_names() -> list[str]:
+    from modularity.neurons.sites import site_names  # imports torch: only when asked
+
+    return site_names()
+
+
+# Plain keys whose value is one of a registry's names, checked the same way.
+CHOICE_KEYS = {"site": _site_names}
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -186,7 +204,7 @@ def check_group_choices(overrides: list[str]) -> None:
             values = list(override.sweep_string_iterator())
         else:
             values = [override.get_value_element_as_str()]
-        valid = CHOICE_KEYS.get(group) or group_options(group)
+        valid = CHOICE_KEYS[group]() if group in CHOICE_KEYS else group_options(group)
         for value in values:
             if value not in valid and value != "null":
                 raise ConfigError(f"unknown {group} {value!r}; valid: {', '.join(valid)}")

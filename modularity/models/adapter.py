@@ -239,8 +239,8 @@ class ModelAdapter:
         return f"{self.layout.blocks}.{layer}.{self.layout.attn_out}.{tensor}"
 
     @property
-    def attention_input_axis(self) -> int:
-        """The axis of the stored attention output weight that runs over its inputs."""
+    def input_axis(self) -> int:
+        """The axis of a stored projection weight (``weight``) that runs over its inputs."""
         return 0 if self.transposed_weights else 1
 
     @property

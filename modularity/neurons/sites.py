@@ -23,6 +23,11 @@ one forward feeds one set of streaming sums and the statistics are split per sit
 Ablation replaces a site's module input, columns of the units' slices; the mean a column is
 replaced by comes from the statistics of ``means_site`` (a head's mean is its slice's
 attention-neuron means, not the mean of its norm).
+
+Sites are plug-ins: another kind of unit is a :class:`Site` subclass, declared in one place,
+either registered by its own module (``register_site``) or named by an installed package's
+``modularity.sites`` entry point (``name = "pkg.module:SITE_OBJECT"``); ``site=<name>`` and
+every analysis then accept it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from importlib.metadata import entry_points
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,42 +50,94 @@ SiteHook = Callable[[int, torch.Tensor], None]
 
 @dataclass(frozen=True)
 class Site:
-    """One kind of unit: ``mlp`` or ``attn`` (one unit per input column of the site's module)."""
+    """One kind of unit, read from the input of one module per layer (a forward pre-hook).
 
+    Subclasses say which module (:meth:`module`, and its state-dict names for export), how
+    many units a layer has, and, where a unit is not one input column, how units map to
+    columns. A site is declared in one place: ``register_site`` in the module that defines
+    it, or an installed package's ``modularity.sites`` entry point naming a ``Site`` object.
+    """
+
+    # The module whose input holds the units, in words (export reports name it).
+    reader: ClassVar[str] = "the projection that reads them"
     name: str
-    means_site: str  # whose statistics' means replace this site's units in mean ablation
+    noun: str  # what its units are called in words: "neurons", "heads"
+    # Whose statistics' means replace this site's units in mean ablation (itself if empty).
+    means_site: str = ""
     scorers_excluded: tuple[str, ...] = ()  # scorers whose statistic says nothing here
     why_excluded: str = ""
 
     def module(self, adapter: ModelAdapter, layer: int) -> nn.Module:
         """The module whose input holds this site's units (hooked with a pre-hook)."""
-        if self.name == "mlp":
-            return adapter.neuron_site(layer)
-        return adapter.attention_output(layer)
+        raise NotImplementedError
+
+    def parameter_name(self, adapter: ModelAdapter, layer: int, tensor: str) -> str:
+        """The state-dict key of that module's ``weight`` or ``bias`` (for export)."""
+        raise NotImplementedError
 
     def width(self, adapter: ModelAdapter) -> int:
         """Units per layer."""
-        return adapter.n_neurons if self.name == "mlp" else adapter.attention_width
+        raise NotImplementedError
+
+    def unit_parameters(self, adapter: ModelAdapter) -> int:
+        """Weights one unit takes out when removed (the module docstring's formula)."""
+        raise NotImplementedError
 
     def read(self, adapter: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
         """The units' values per token from the module input ``x`` (``[..., width]``)."""
         return x
 
-    def unit_parameters(self, adapter: ModelAdapter) -> int:
-        """Weights one unit takes out when removed (the module docstring's formula)."""
-        if self.name == "mlp":
-            inputs = adapter.input_weight(0, "concat" if adapter.is_gated else "up")
-            return inputs.shape[1] + adapter.output_weight(0).shape[0]
-        d_model = adapter.attention_output_weight(0).shape[0]
-        return d_model * (2 if adapter.n_kv_heads == adapter.n_heads else 1)
-
     def columns(self, adapter: ModelAdapter, units: torch.Tensor) -> torch.Tensor:
         """The module-input columns that units ``[..., width]`` (bool) cover."""
         return units
 
+    def __post_init__(self) -> None:
+        if not self.means_site:
+            object.__setattr__(self, "means_site", self.name)
+
 
 @dataclass(frozen=True)
-class HeadSite(Site):
+class MlpSite(Site):
+    """MLP neurons: the input of the down/out projection, one unit per column."""
+
+    reader: ClassVar[str] = "the MLP's down projection"
+
+    def module(self, adapter: ModelAdapter, layer: int) -> nn.Module:
+        return adapter.neuron_site(layer)
+
+    def parameter_name(self, adapter: ModelAdapter, layer: int, tensor: str) -> str:
+        return adapter.parameter_name(layer, "down", tensor)  # type: ignore[arg-type]
+
+    def width(self, adapter: ModelAdapter) -> int:
+        return adapter.n_neurons
+
+    def unit_parameters(self, adapter: ModelAdapter) -> int:
+        inputs = adapter.input_weight(0, "concat" if adapter.is_gated else "up")
+        return inputs.shape[1] + adapter.output_weight(0).shape[0]
+
+
+@dataclass(frozen=True)
+class AttentionSite(Site):
+    """Attention neurons: the input of the attention output projection, one unit per column."""
+
+    reader: ClassVar[str] = "the attention output projection"
+
+    def module(self, adapter: ModelAdapter, layer: int) -> nn.Module:
+        return adapter.attention_output(layer)
+
+    def parameter_name(self, adapter: ModelAdapter, layer: int, tensor: str) -> str:
+        return adapter.attention_parameter_name(layer, tensor)  # type: ignore[arg-type]
+
+    def width(self, adapter: ModelAdapter) -> int:
+        return adapter.attention_width
+
+    def unit_parameters(self, adapter: ModelAdapter) -> int:
+        d_model = adapter.attention_output_weight(0).shape[0]
+        return d_model * (2 if adapter.n_kv_heads == adapter.n_heads else 1)
+
+
+@dataclass(frozen=True)
+class HeadSite(AttentionSite):
     """Whole heads: one unit per query head, its activation the L2 norm of its slice."""
 
     def width(self, adapter: ModelAdapter) -> int:
@@ -99,21 +158,56 @@ class HeadSite(Site):
         return adapter.head_dim * d_model * projections
 
 
-SITES: dict[str, Site] = {
-    "mlp": Site("mlp", means_site="mlp"),
-    "attn": Site("attn", means_site="attn"),
-    "heads": HeadSite(
+ENTRY_POINT_GROUP = "modularity.sites"
+SITES: dict[str, Site] = {}
+
+
+def register_site(site: Site) -> Site:
+    """Make ``site`` selectable as ``site=<its name>`` (and in ``analysis.sites``)."""
+    if not isinstance(site, Site):
+        raise ConfigError(f"a site must be a modularity Site object, got {type(site).__name__}")
+    SITES[site.name] = site
+    return site
+
+
+register_site(MlpSite("mlp", noun="neurons"))
+register_site(AttentionSite("attn", noun="attention neurons"))
+register_site(
+    HeadSite(
         "heads",
+        noun="heads",
         means_site="attn",
         scorers_excluded=("freq",),
         why_excluded="a head's activation is the norm of its output, positive whenever the "
         "head is active, so the fraction of positive activations says nothing",
-    ),
-}
+    )
+)
+
+
+def _load_entry_points() -> None:
+    """Register the sites installed packages declare."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name in SITES:
+            continue
+        site = entry.load()
+        if not isinstance(site, Site) or site.name != entry.name:
+            raise ConfigError(
+                f"site entry point {entry.name!r} ({entry.value}) of group "
+                f"{ENTRY_POINT_GROUP!r} must name a Site object called {entry.name!r}"
+            )
+        register_site(site)
+
+
+def site_names() -> list[str]:
+    """Every selectable site: this package's, then those of installed packages."""
+    _load_entry_points()
+    return list(SITES)
 
 
 def site_of(name: str) -> Site:
     """The site named ``name``, or a one-line error naming the valid ones."""
+    if name not in SITES:
+        _load_entry_points()
     try:
         return SITES[name]
     except KeyError:

@@ -5,7 +5,7 @@ references), :mod:`.inputs` (tokenising, loaders), :mod:`.store` (cache keys),
 :mod:`.statistics`, :mod:`.selection` and :mod:`.evaluation`.
 """
 
-from modularity.pipeline.data import DataSpec, RunData, plain, without_domain
+from modularity.pipeline.data import DataSpec, RunData, plain
 from modularity.pipeline.facade import Pipeline
 from modularity.pipeline.inputs import tokenizer_identity
 from modularity.pipeline.selection import Selection
@@ -21,5 +21,4 @@ __all__ = [
     "compute_identity",
     "plain",
     "tokenizer_identity",
-    "without_domain",
 ]

@@ -12,7 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from modularity.config import choice, load_task_config, with_data_settings
-from modularity.errors import ConfigError
+from modularity.data.reference import text_reference
+from modularity.data.sources import source_identity
 from modularity.modality import Modality, modality_of_task
 
 
@@ -48,6 +49,7 @@ class DataSpec:
     def identity(self) -> dict[str, Any]:
         return {
             "task": plain(self.config, drop=("description",)),
+            "source": source_identity(self.config),
             "role": self.role,
             "excluding": None if self.excluding is None else self.excluding.name,
             "excluded_classes": None if self.excluding is None else list(self.excluding.classes),
@@ -70,32 +72,10 @@ class RunData:
 
     def reference_of(self, task: DataSpec) -> DataSpec:
         """The task's reference: for images the classes the task does not keep; for text
-        general data from the reference pools, without the task's corpora if
-        ``data.exclude_from_reference=domain``."""
+        general data from the reference pools, without the task's domains if
+        ``data.exclude_from_reference=domain`` (``modularity.data.reference``)."""
         reference = load_task_config(task.config.reference, self.cfg.data)
         if not task.modality.tokens:
             return DataSpec(reference, "reference", excluding=task.config)
-        if choice(self.cfg.data.exclude_from_reference) == "domain":
-            reference = without_domain(reference, task.config)
-        return DataSpec(reference, "reference")
-
-
-def without_domain(reference: DictConfig, task: DictConfig) -> DictConfig:
-    """A local text mixture without the task's corpora (``exclude_from_reference=domain``)."""
-    from modularity.data.text import local_corpora
-
-    if choice(reference.source) != "local" or choice(task.source) != "local":
-        raise ConfigError(
-            "data.exclude_from_reference=domain needs local text sources (a mixture of "
-            f"corpora); task {task.name!r} or its reference {reference.name!r} reads the hub"
-        )
-    own = set(local_corpora(task))
-    kept = [c for c in local_corpora(reference) if c not in own]
-    if not kept:
-        raise ConfigError(
-            f"reference {reference.name!r} without {task.name!r}'s corpora {sorted(own)} "
-            "has none left; use data.exclude_from_reference=documents"
-        )
-    return OmegaConf.merge(
-        reference, {"name": f"{reference.name}-without-{task.name}", "local": {"corpus": kept}}
-    )
+        exclude = choice(self.cfg.data.exclude_from_reference)
+        return DataSpec(text_reference(task.config, reference, exclude), "reference")

@@ -38,6 +38,7 @@ class ZooConfig:
 
 
 def register_configs() -> None:
+    """Store the recipe schemas and the root schema the zoo's ``config.yaml`` extends."""
     register_recipe_schemas()
     ConfigStore.instance().store(name="zoo_schema", node=ZooConfig)
 
@@ -58,11 +59,14 @@ def train_recipe(name: str, cfg: DictConfig) -> dict[str, Any]:
     return install(name, root, recipe, max_steps=cfg.max_steps)
 
 
-register_configs()
+def main() -> None:
+    """The command: register the schemas (never at import), then let Hydra compose and train."""
+    register_configs()
+    hydra.main(version_base="1.3", config_path=str(ZOO_CONF_DIR), config_name="config")(train)()
 
 
-@hydra.main(version_base="1.3", config_path=str(ZOO_CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
+def train(cfg: DictConfig) -> None:
+    """Hydra's task function: train the chosen recipe and print its record's summary."""
     name = HydraConfig.get().runtime.choices["recipe"]
     transformers.utils.logging.disable_progress_bar()  # one bar per checkpoint saved
     try:

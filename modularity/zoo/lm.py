@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from modularity.data.corpora import Document
 from modularity.data.packing import pack_documents
-from modularity.data.text import local_documents
+from modularity.data.pools import pool_documents
+from modularity.data.sources import LocalCorpora
 from modularity.zoo.fitting import FitResult, fit
 from modularity.zoo.recipes import LmRecipe
 
@@ -24,9 +24,8 @@ EVAL_BATCH = 32
 
 def domain_documents(domain: str, split: str, seed: int) -> list[Document]:
     """One pool of a text domain: the same documents, in the same seeded order, as the task
-    of that corpus reads (``modularity.data.text.local_documents``)."""
-    task = OmegaConf.create({"name": domain, "local": {"corpus": domain}, "seed": seed})
-    return local_documents(task, split)
+    of that corpus reads (``modularity.data.pools.pool_documents``)."""
+    return list(pool_documents(LocalCorpora(domain), split, seed))
 
 
 def _capped_texts(docs: Sequence[Document], max_chars: int) -> Iterator[str]:
