@@ -160,3 +160,21 @@ def test_an_analysis_product_is_keyed_by_the_code_of_its_compute(make_cfg, monke
     pretend_edited(monkeypatch, Path(__file__))
     pipe.cached("demo", compute, n=1)
     assert len(calls) == 3, "changed code of the compute's module"
+
+
+def test_a_site_of_another_package_versions_its_statistics(make_cfg, monkeypatch) -> None:
+    """A plug-in site's own code reads its units: editing it collects them again."""
+    import test_sites
+
+    from modularity.neurons.sites import SITES
+
+    site = test_sites.UpInputSite("up_in", noun="MLP inputs")
+    monkeypatch.setattr("modularity.neurons.sites.SITES", {**SITES, "up_in": site})
+    cfg = make_cfg("model=tiny_llama", *SMALL, "task=code")
+    spec = Pipeline(cfg).task("code")
+    Pipeline(cfg).statistics(spec, site="up_in")
+    Pipeline(cfg).statistics(spec, site="up_in")
+    assert kinds(Path(cfg.cache.dir)) == {"tokens": 1, "stats": 1}
+    pretend_edited(monkeypatch, Path(test_sites.__file__))
+    Pipeline(cfg).statistics(spec, site="up_in")
+    assert kinds(Path(cfg.cache.dir)) == {"tokens": 1, "stats": 2}

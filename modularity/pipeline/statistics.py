@@ -6,9 +6,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from modularity.collect import collect_statistics, collection_device
+from modularity.infra.code_version import code_version
 from modularity.models.handle import ModelHandle
 from modularity.neurons.memory import memory_budget
-from modularity.neurons.sites import site_widths, split_statistics
+from modularity.neurons.sites import site_of, site_widths, split_statistics
 from modularity.neurons.stats import CollectedStats
 from modularity.pipeline.data import DataSpec
 from modularity.pipeline.inputs import Inputs
@@ -38,7 +39,12 @@ class SiteStatistics:
         keys = {}
         for site, width in zip(sites, site_widths(structure, sites)):
             keys[site] = self.store.key(
-                "stats", data=spec.identity(), split=spec.split("collect"), site=site
+                "stats",
+                data=spec.identity(),
+                split=spec.split("collect"),
+                site=site,
+                # A site of another package: its own code reads the units, so it versions them.
+                site_code=code_version(type(site_of(site))),
             )
             tensors = self.store.get(keys[site], check=stats_check((structure.n_layers, width)))
             if tensors is not None:
