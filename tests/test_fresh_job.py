@@ -8,10 +8,12 @@ import sys
 HEAVY = ("torch", "scipy", "matplotlib", "sklearn", "transformers", "wandb", "lightning")
 
 
-def probe(*overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def probe(
+    *overrides: str, env: dict[str, str] | None = None, flags: tuple[str, ...] = ("--help",)
+) -> subprocess.CompletedProcess:
     code = f"""
 import runpy, sys
-sys.argv = ["modularity.run", "--help", *{overrides!r}]
+sys.argv = ["modularity.run", *{flags!r}, *{overrides!r}]
 try:
     runpy.run_module("modularity.run", run_name="__main__")
 except SystemExit:
@@ -42,3 +44,11 @@ def test_a_second_help_reads_the_page_the_first_composed(tmp_path):
     vit = probe("model=tiny_vit", env=env)
     assert "hydra" in loaded(vit), "other overrides compose their own page"
     assert vit.stdout != first.stdout and "tiny_vit" in vit.stdout
+
+
+def test_composing_a_job_imports_no_heavy_library(tmp_path):
+    """``--cfg job`` (what every README command test and a sweep's check do) composes and
+    prints; the run's model cache must not pull in torch before a model is needed."""
+    proc = probe("experiment=embedded_text", flags=("--cfg", "job"))
+    assert "embedded_text" in proc.stdout or "tiny_lm_text" in proc.stdout, proc.stderr
+    assert set(loaded(proc)) <= {"hydra"}, loaded(proc)

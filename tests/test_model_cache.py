@@ -124,10 +124,10 @@ def test_the_jobs_of_an_in_process_sweep_load_the_model_once(tmp_path: Path) -> 
     loads through the one cache the command created."""
     code = (
         "import sys\n"
-        "from modularity.models import cache\n"
+        "from modularity.models import loading\n"
         "from modularity.run import main\n"
-        "real, loads = cache.load_model, []\n"
-        "cache.load_model = lambda cfg: loads.append(cfg.name) or real(cfg)\n"
+        "real, loads = loading.load_model, []\n"
+        "loading.load_model = lambda cfg: loads.append(cfg.name) or real(cfg)\n"
         f"sys.argv = ['modularity', '-m', *{SWEEP!r}, 'cache.dir={tmp_path / 'cache'}',\n"
         f"            'hydra.sweep.dir={tmp_path / 'sweep'}']\n"
         "main()\n"

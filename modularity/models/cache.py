@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from modularity.models.loading import LoadedModel, checked_model_config, load_model
+if TYPE_CHECKING:
+    from modularity.models.loading import LoadedModel
 
 
 class ModelCache:
@@ -43,6 +44,8 @@ class ModelCache:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
+        from modularity.models.loading import load_model  # torch and transformers: on use
+
         while len(self._models) >= self.capacity:
             self._models.popitem(last=False)
         self._models[key] = loaded = load_model(cfg)
@@ -53,5 +56,7 @@ class ModelCache:
 
 
 def _key(cfg: DictConfig | dict[str, Any]) -> str:
+    from modularity.models.loading import checked_model_config
+
     plain = OmegaConf.to_container(checked_model_config(cfg))
     return json.dumps(plain, sort_keys=True)
