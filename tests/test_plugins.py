@@ -164,7 +164,49 @@ OUTSIDE_PACKAGE = {
         _target_: extplug.widths.PruneWithWidth
         label: residual dimensions per layer
     """,
-    # A data source goes here too, once sources are plug-ins (a module and a task YAML).
+    # A data source: numbered sentences, its domains the hundreds; two tasks read it.
+    "extplug/counting.py": """
+        from modularity.data.corpora import Document
+        from modularity.data.sources import TextSource
+
+
+        class Counting(TextSource):
+            def __init__(self, n: int, skip: list[int] = ()):
+                self.n, self.skip = n, list(skip)
+
+            def documents(self):
+                for i in range(self.n):
+                    if i // 100 not in self.skip:
+                        words = " ".join(f"n{i}x{j}" for j in range(40))
+                        yield Document(f"count-{i}", f"Number {i}: {words}.")
+
+            def domains(self):
+                return [str(h) for h in range((self.n + 99) // 100) if h not in self.skip]
+
+            def without(self, domains):
+                return {"skip": [*self.skip, *(int(d) for d in domains)]}
+    """,
+    "extplug/conf/task/counts.yaml": """
+        name: counts
+        kind: text
+        reference: all_counts
+        source: local
+        local:
+          _target_: extplug.counting.Counting
+          n: 600
+          skip: [1, 2, 3, 4, 5]
+        hub: {}
+    """,
+    "extplug/conf/task/all_counts.yaml": """
+        name: all_counts
+        kind: text
+        reference: all_counts
+        source: local
+        local:
+          _target_: extplug.counting.Counting
+          n: 600
+        hub: {}
+    """,
     "hydra_plugins/extplug_conf/__init__.py": """
         from hydra.core.config_search_path import ConfigSearchPath
         from hydra.plugins.search_path_plugin import SearchPathPlugin
@@ -207,7 +249,8 @@ def test_one_of_each_plugin_from_an_outside_package_runs_and_reports(tmp_path, m
         "analysis=prune_with_width",
         "site=up_in",
         "scoring.scorer=spread",
-        "task=code",
+        "task=counts",  # the source, and the task YAML from the package's search path
+        "data.exclude_from_reference=domain",  # the source's own without(): hundreds 1-5
         f"hydra.run.dir={run_dir}",
         *SMALL,
         "data.collect_size=512",
@@ -225,7 +268,8 @@ def test_one_of_each_plugin_from_an_outside_package_runs_and_reports(tmp_path, m
     rows = pd.read_csv(run_dir / "results.csv")
     assert set(rows["analysis"]) == {"widths"}
     assert set(rows["site"]) == {"up_in"} and set(rows["scorer"]) == {"spread"}
-    assert set(rows["model"]) == {"tiny_olmo"}
+    assert set(rows["model"]) == {"tiny_olmo"} and set(rows["task"].dropna()) == {"counts"}
+    assert set(rows["reference_excludes"]) == {"domain"}
     width = rows[rows["metric"] == "site_width"]
     assert width["value"].tolist() == [32.0]  # hidden_size: the up projection's inputs
     assert width["label"].tolist() == ["residual dimensions per layer"]  # the YAML's value
