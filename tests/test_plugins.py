@@ -1,8 +1,8 @@
 """Plug-ins declared outside this package are found from one place: a temporary package
 declares a scorer, a site, a model adapter, an analysis and a data source (each one module,
-at most one YAML each, and a line of package metadata), the command line runs them all, ``modularity.report``
-(another process) draws the analysis's figures and ``summary.md`` writes its section; one
-failing plug-in does not stop the others."""
+at most one YAML each, and a line of package metadata), the command line runs them all,
+``modularity.report`` (another process) draws the analysis's figures and ``summary.md``
+writes its section; one failing plug-in does not stop the others."""
 
 from __future__ import annotations
 
