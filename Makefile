@@ -11,7 +11,7 @@ TORCH   ?= torch==2.13.0
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup_system.sh
+$(STAMP): pyproject.toml setup.py scripts/setup_system.sh
 	bash scripts/setup_system.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
