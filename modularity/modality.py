@@ -65,17 +65,18 @@ def _name(value: Any) -> str:
 
 def modality_of_task(kind: Any) -> Modality:
     """The modality a task config's ``kind`` names (``text`` | ``image``)."""
-    name = _name(kind)
-    for modality in MODALITIES:
-        if modality.task_kind == name:
-            return modality
-    raise invalid_choice("task kind", name, [m.task_kind for m in MODALITIES])
+    return _modality_where("task_kind", "task kind", kind)
 
 
 def modality_of_model(kind: Any) -> Modality:
     """The modality a model kind names (``causal_lm`` | ``image_classifier``)."""
+    return _modality_where("model_kind", "model kind", kind)
+
+
+def _modality_where(field: str, what: str, kind: Any) -> Modality:
+    """The modality whose ``field`` is ``kind``, or one line naming the valid kinds."""
     name = _name(kind)
     for modality in MODALITIES:
-        if modality.model_kind == name:
+        if getattr(modality, field) == name:
             return modality
-    raise invalid_choice("model kind", name, [m.model_kind for m in MODALITIES])
+    raise invalid_choice(what, name, [getattr(m, field) for m in MODALITIES])

@@ -14,6 +14,7 @@ import textwrap
 import pandas as pd
 import pytest
 from cli import ROOT, SMALL
+from test_sources import OUTSIDE_SOURCE
 
 from modularity.analyses.base import import_recorded_analysis
 from modularity.summary import write_summary
@@ -165,27 +166,7 @@ OUTSIDE_PACKAGE = {
         label: residual dimensions per layer
     """,
     # A data source: numbered sentences, its domains the hundreds; two tasks read it.
-    "extplug/counting.py": """
-        from modularity.data.corpora import Document
-        from modularity.data.sources import TextSource
-
-
-        class Counting(TextSource):
-            def __init__(self, n: int, skip: list[int] = ()):
-                self.n, self.skip = n, list(skip)
-
-            def documents(self):
-                for i in range(self.n):
-                    if i // 100 not in self.skip:
-                        words = " ".join(f"n{i}x{j}" for j in range(40))
-                        yield Document(f"count-{i}", f"Number {i}: {words}.")
-
-            def domains(self):
-                return [str(h) for h in range((self.n + 99) // 100) if h not in self.skip]
-
-            def without(self, domains):
-                return {"skip": [*self.skip, *(int(d) for d in domains)]}
-    """,
+    "extplug/counting.py": OUTSIDE_SOURCE,  # the source test_sources.py runs in-process
     "extplug/conf/task/counts.yaml": """
         name: counts
         kind: text
