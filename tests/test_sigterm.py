@@ -16,6 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from modularity.infra.interrupts import INTERRUPTED
 from modularity.infra.resume import FINISHED
 from modularity.infra.trainer import make_trainer, run_loop
 
@@ -133,6 +134,31 @@ except KeyboardInterrupt:
         "error: interrupted; nothing cached was lost (finished statistics stay cached)"
     ), proc.stderr
     assert time.monotonic() - start < 15
+
+
+def test_an_interrupt_that_escaped_a_c_extension_keeps_status_130(tmp_path):
+    """A ``KeyboardInterrupt`` once escaped a C extension's ``PyRun_String`` (during data
+    preparation): CPython then ended ``python -m`` by SIGINT (status -2) after the
+    interrupted line, though the interrupt was caught and reported."""
+    (tmp_path / "interrupted_in_c.py").write_text(
+        """
+import ctypes
+from modularity.infra.interrupts import exit_interrupted
+run_string = ctypes.pythonapi.PyRun_String
+run_string.restype = ctypes.py_object
+run_string.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+try:
+    run_string(b"raise KeyboardInterrupt", 257, {}, {})
+except KeyboardInterrupt:
+    exit_interrupted()
+"""
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "interrupted_in_c"], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == f"error: {INTERRUPTED}"
 
 
 @pytest.mark.slow

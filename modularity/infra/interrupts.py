@@ -11,6 +11,7 @@ point reports the interrupt (:func:`exit_interrupted`), it is raised again every
 from __future__ import annotations
 
 import _thread
+import ctypes
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 
 INTERRUPTED = "interrupted; nothing cached was lost (finished statistics stay cached)"
 REPEAT_SECONDS = 2.0
+_EVAL_INPUT = 258  # Py_eval_input: PyRun_String evaluates one expression
 
 _received = threading.Event()
 _reported = threading.Event()
@@ -50,8 +52,26 @@ def stop_on_signals() -> None:
         signal.signal(signum, _on_signal)
 
 
+def _forget_escaped_interrupts() -> None:
+    """Keep the exit status 130 once the interrupt is handled.
+
+    CPython remembers, in a process-wide flag, a ``KeyboardInterrupt`` that escaped any
+    ``PyRun_String`` call (which C extensions use to run snippets); under ``python -m`` it
+    then ends the process by SIGINT whatever status ``sys.exit`` gave, even after the
+    interrupt was caught. Each ``PyRun_String`` call clears the flag first, so a harmless
+    one clears it (there is no public API for it).
+    """
+    run_string = getattr(getattr(ctypes, "pythonapi", None), "PyRun_String", None)
+    if run_string is None:  # not CPython: no such flag
+        return
+    run_string.restype = ctypes.py_object
+    run_string.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+    run_string(b"None", _EVAL_INPUT, {}, {})
+
+
 def exit_interrupted(detail: str = "") -> NoReturn:
     """Print the one line of an interrupted run (``detail`` appended) and exit with 130."""
     _reported.set()
+    _forget_escaped_interrupts()
     print(f"error: {INTERRUPTED}{detail}", file=sys.stderr)
     sys.exit(130)
