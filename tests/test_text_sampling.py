@@ -40,6 +40,32 @@ def test_long_document_is_capped():
     assert capped.n_documents == 1 and capped.unit.tolist() == [0] * DOC_BLOCKS
 
 
+def _packed_whole(docs: list[Document], budget: int, cap: int | None) -> torch.Tensor:
+    """Every document tokenised whole, capped, followed by EOS, cut to full blocks."""
+    ids: list[int] = []
+    for doc in docs:
+        ids += TOKENIZER(doc.text, add_special_tokens=False)["input_ids"][:cap]
+        ids.append(TOKENIZER.eos_token_id)
+        if len(ids) >= budget:
+            break
+    kept = min(budget, len(ids)) // BLOCK * BLOCK
+    return torch.tensor(ids[:kept]).view(-1, BLOCK)
+
+
+@pytest.mark.parametrize("chars_per_token", [64, 2, 1])
+@pytest.mark.parametrize(("budget", "cap"), [(BLOCK, None), (40 * BLOCK, None), (40 * BLOCK, 50)])
+def test_packing_reads_only_the_text_it_needs_and_packs_what_whole_documents_give(
+    monkeypatch, chars_per_token, budget, cap
+):
+    """Texts are cut where no more tokens can be used, before tokenising; a cut that leaves
+    too few tokens (forced here by 1-2 characters a token) falls back to the whole text."""
+    monkeypatch.setattr("modularity.data.packing.CHARS_PER_TOKEN", chars_per_token)
+    texts = ["x = 1  # " + "code " * 400, "word " * 3000, "short one", "ab " * 50] * 3
+    docs = [Document(f"d{i}", text) for i, text in enumerate(texts)]
+    sample = pack_documents(docs, TOKENIZER, BLOCK, budget, cap)
+    assert torch.equal(sample.input_ids, _packed_whole(docs, budget, cap))
+
+
 def test_units_index_the_document_each_block_starts_in():
     docs = _docs(40)
     sample = pack_documents(docs, TOKENIZER, BLOCK, 10**9, seed=3)

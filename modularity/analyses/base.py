@@ -333,9 +333,7 @@ def execute(cfg: DictConfig, models: ModelCache | None = None) -> RunResult:
     """
     from modularity.infra.validate import check_config
 
-    check_config(cfg)
-    analysis = load_analysis(cfg.analysis)
-    analysis.check(cfg)
+    analysis = check_config(cfg)
     parquet_engine()
     import lightning as L
 

@@ -19,7 +19,9 @@ import torch
 from modularity.data.corpora import Document
 from modularity.data.splits import document_half
 
-TOKENIZE_CHUNK = 64  # documents per tokenizer call
+FIRST_CHUNK = 4  # documents in the first tokenizer call; each next call doubles it
+TOKENIZE_CHUNK = 64  # documents per tokenizer call, at most
+CHARS_PER_TOKEN = 64  # far above any text's average: a text cut there keeps its first tokens
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,21 +76,22 @@ def pack_documents(
     ``seed`` assigns the documents' halves."""
     eos = tokenizer.eos_token_id
     n_blocks = max(1, n_tokens // block_size)
+    needed = n_blocks * block_size
     buffer: list[int] = []
     starts: list[int] = []  # offset in ``buffer`` where each document begins
     doc_ids: list[str] = []
-    # A capped document is cut before tokenising, at 64 characters a token (far above any
-    # text's average), so a large source file costs its first tokens, not all of them.
-    chars = None if max_doc_tokens is None else 64 * max_doc_tokens
     docs = iter(docs)
-    while len(buffer) < n_blocks * block_size:
-        chunk = list(itertools.islice(docs, TOKENIZE_CHUNK))
+    chunk_size = FIRST_CHUNK
+    while len(buffer) < needed:
+        chunk = list(itertools.islice(docs, chunk_size))
         if not chunk:
             break
-        # verbose=False: documents longer than the model context are expected; packing cuts them.
-        texts = [d.text[:chars] for d in chunk]
-        encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        for doc, ids in zip(chunk, encoded):
+        chunk_size = min(2 * chunk_size, TOKENIZE_CHUNK)
+        # No document of this chunk can contribute more tokens than are still needed (or
+        # than the cap): each text is cut there, with room to spare, before tokenising.
+        limit = needed - len(buffer)
+        limit = limit if max_doc_tokens is None else min(limit, max_doc_tokens)
+        for doc, ids in zip(chunk, _tokenise_prefixes(chunk, tokenizer, limit)):
             starts.append(len(buffer))
             doc_ids.append(doc.doc_id)
             buffer.extend(ids[:max_doc_tokens])
@@ -104,3 +107,25 @@ def pack_documents(
         n_documents=n_documents,
         requested_tokens=n_blocks * block_size,
     )
+
+
+def _tokenise_prefixes(chunk: list[Document], tokenizer: Any, limit: int) -> list[list[int]]:
+    """Token ids of each document, exact in their first ``limit`` tokens at least, at the
+    cost of its first ``CHARS_PER_TOKEN * limit`` characters (a large file costs the tokens
+    a sample can use, not all of them). A cut text that still falls short of ``limit``
+    tokens (unusually long tokens) is tokenised whole."""
+    cut = CHARS_PER_TOKEN * limit
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        # verbose=False: texts longer than the model context are expected; packing cuts them.
+        return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+
+    encoded = encode([d.text[:cut] for d in chunk])
+    short = [
+        i
+        for i, (d, ids) in enumerate(zip(chunk, encoded))
+        if len(d.text) > cut and len(ids) <= limit
+    ]
+    for i, ids in zip(short, encode([chunk[i].text for i in short]) if short else []):
+        encoded[i] = ids
+    return encoded

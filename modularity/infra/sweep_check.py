@@ -31,17 +31,13 @@ def job_overrides(config: DictConfig) -> list[list[str]]:
 
 
 def check_job(config: DictConfig, overrides: list[str]) -> None:
-    from modularity.analyses.base import load_analysis
     from modularity.infra.validate import check_config
 
     loader = GlobalHydra.instance().config_loader()
     cfg = loader.load_sweep_config(config, overrides)
     with open_dict(cfg):
         cfg.pop("hydra", None)
-    check_config(cfg)
-    analysis = load_analysis(cfg.analysis)
-    analysis.check(cfg)
-    check_against_model(cfg, analysis)
+    check_against_model(cfg, check_config(cfg))
 
 
 def check_against_model(cfg: DictConfig, analysis: Analysis) -> None:

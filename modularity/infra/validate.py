@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -23,6 +23,9 @@ from modularity.config import (
 )
 from modularity.errors import ConfigError
 from modularity.verdicts import check_verdict_config
+
+if TYPE_CHECKING:
+    from modularity.analyses.base import Analysis
 
 # Nodes of the schema that hold free-form mappings (passed to a library or a data source).
 OPEN_NODES = {"analysis", "trainer", "logger", "hydra"}
@@ -130,8 +133,10 @@ def _own_reference(task: str) -> str | None:
     return OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("reference")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every check that needs no model; raises ``ConfigError`` with one line."""
+def check_config(cfg: DictConfig) -> Analysis:
+    """Every check that needs no model; raises ``ConfigError`` with one line. Returns the
+    run's analysis, checked. Lightning's trainer check comes last: importing Lightning
+    takes seconds, which a typo elsewhere need not wait for."""
     check_known_keys(cfg)
     fraction = cfg.selection.fraction
     if not 0 < fraction <= 1:
@@ -152,7 +157,12 @@ def check_config(cfg: DictConfig) -> None:
     check_task(with_data_settings(cfg.task, cfg.data))
     for name in cfg.tasks:
         check_task(load_task_config(name, cfg.data), f"task in tasks, {name!r}:")
+    from modularity.analyses.base import load_analysis
+
+    analysis = load_analysis(cfg.analysis)
+    analysis.check(cfg)
     check_trainer(cfg.trainer)
+    return analysis
 
 
 def check_trainer(trainer_cfg: DictConfig) -> None:
