@@ -33,7 +33,7 @@ run-full: $(STAMP)
 # subprocesses started by tests and in single-threaded Python, so two workers with one torch
 # thread each keep two cores busy where one process left one idle.
 TEST_WORKERS ?= 2
-PYTEST  := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS)
+PYTEST  := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test: $(STAMP)
 	$(PYTEST)

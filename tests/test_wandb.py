@@ -22,6 +22,10 @@ import pytest
 from cli import ROOT, SMALL, modularity_run
 from safetensors.torch import load_file
 
+# One worker runs the whole module (make test: --dist loadgroup), so that the module's one sweep
+# runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("wandb_sweep")
+
 TASKS = ["code", "prose"]
 
 
