@@ -4,6 +4,8 @@ experiment config has a README.
 A line is composed, not run: ``--cfg job`` makes Hydra build the job's config (every config
 group, override and interpolation it names) and print it, which takes a second and needs
 no model or data. ``-m``/``--multirun`` is dropped, so a sweep is checked as its first job.
+The lines are many (a second each), so they run with the slow tests (``make test``), not in
+``make test-fast``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def test_the_readmes_have_commands():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("file", "command"), COMMANDS)
 def test_command_composes(file, command):
     words = shlex.split(command, comments=True)
