@@ -1,9 +1,13 @@
 """Every bad input a user can type is one line that names the value and what is valid: no
-traceback, exit status 2, nothing computed first. Each case runs the real command line."""
+traceback, exit status 2, nothing computed first. Each case runs the command line: a fresh
+interpreter (``modularity_cli``) where start-up or the environment matters, else its entry
+point in this process (``in_process``)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +42,45 @@ def modularity_cli(tmp_path: Path, *args: str, module: str = "modularity.run", *
         env=environment,
         timeout=600,
     )
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch, capsys):
+    """``python -m modularity.run ARGS`` as its ``main()`` runs it, in this process: the same
+    code from the argument list on (normalising, Hydra, every check, the one-line error and
+    its status), without the seconds a fresh interpreter spends importing torch and
+    Lightning. What only a fresh interpreter shows (start-up, a broken package) is checked
+    by the cases that call :func:`modularity_cli`. Signal handlers, the root logger's
+    handlers and Hydra's global state are put back afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from modularity.run import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        monkeypatch.setenv("MODULARITY_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        argv = ["modularity.run", *args, f"hydra.run.dir={tmp_path / 'run'}"]
+        monkeypatch.setattr(sys, "argv", argv)
+        signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        status: int | str | None = 0
+        try:
+            main()
+        except SystemExit as stopped:
+            status = stopped.code
+        finally:
+            for signum, handler in signals.items():
+                signal.signal(signum, handler)
+            for handler in set(root.handlers) - set(handlers):
+                handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            GlobalHydra.instance().clear()
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, status, out.out, out.err)
+
+    return run
 
 
 def one_line_error(proc: subprocess.CompletedProcess, word: str, status: int = 2) -> None:
@@ -78,18 +121,18 @@ def test_config_errors_fast(tmp_path, args, word):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "word"), CONFIG_ERRORS[4:])
-def test_config_errors(tmp_path, args, word):
-    one_line_error(modularity_cli(tmp_path, *args), word)
+def test_config_errors(in_process, args, word):
+    one_line_error(in_process(*args), word)
 
 
 @pytest.mark.slow
-def test_layer_out_of_range_names_the_valid_range(tmp_path):
-    one_line_error(modularity_cli(tmp_path, *TINY, "layers=[0,9]"), "layers 0..1")
+def test_layer_out_of_range_names_the_valid_range(in_process):
+    one_line_error(in_process(*TINY, "layers=[0,9]"), "layers 0..1")
 
 
 @pytest.mark.slow
-def test_text_task_on_an_image_model(tmp_path):
-    proc = modularity_cli(tmp_path, "model=tiny_vit", "task=code")
+def test_text_task_on_an_image_model(in_process):
+    proc = in_process("model=tiny_vit", "task=code")
     one_line_error(proc, "has text inputs; this model takes image")
 
 
@@ -102,7 +145,7 @@ def test_text_task_on_an_image_model(tmp_path):
         ("tokenizer.json", "tokenizer"),
     ],
 )
-def test_an_incomplete_model_directory(tmp_path, missing, word):
+def test_an_incomplete_model_directory(tmp_path, in_process, missing, word):
     from modularity.config import load_model_config
     from modularity.models.loading import load_model
 
@@ -112,11 +155,11 @@ def test_an_incomplete_model_directory(tmp_path, missing, word):
     loaded.tokenizer.save_pretrained(model_dir)
     (model_dir / missing).unlink()
     args = ["model.builtin=null", "model.name=mine", f"model.path={model_dir}", *TINY[1:]]
-    one_line_error(modularity_cli(tmp_path, *args), word)
+    one_line_error(in_process(*args), word)
 
 
 @pytest.mark.slow
-def test_a_truncated_weights_file(tmp_path):
+def test_a_truncated_weights_file(tmp_path, in_process):
     from modularity.config import load_model_config
     from modularity.models.loading import load_model
 
@@ -127,7 +170,7 @@ def test_a_truncated_weights_file(tmp_path):
     weights = model_dir / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     args = ["model.builtin=null", "model.name=mine", f"model.path={model_dir}", *TINY[1:]]
-    one_line_error(modularity_cli(tmp_path, *args), "weights")
+    one_line_error(in_process(*args), "weights")
 
 
 @pytest.mark.slow
@@ -152,9 +195,8 @@ def test_a_cache_that_is_a_file_warns_and_the_run_completes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_with_invalid_jobs_names_them_all_and_runs_none(tmp_path):
-    proc = modularity_cli(
-        tmp_path,
+def test_a_sweep_with_invalid_jobs_names_them_all_and_runs_none(tmp_path, in_process):
+    proc = in_process(
         "-m",
         *TINY,
         "task=code,pile",
@@ -420,9 +462,9 @@ def test_moefy_without_faiss_names_the_package(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_sweep_layer_out_of_the_models_range_is_caught_before_job_0(tmp_path):
+def test_a_sweep_layer_out_of_the_models_range_is_caught_before_job_0(tmp_path, in_process):
     sweep = tmp_path / "sweep"
-    proc = modularity_cli(tmp_path, "-m", *TINY, "layers=[0],[7]", f"hydra.sweep.dir={sweep}")
+    proc = in_process("-m", *TINY, "layers=[0],[7]", f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "1 of 2 jobs are invalid" in proc.stderr and "Traceback" not in proc.stderr
     assert "layers [7] out of range: this model has layers 0..1" in proc.stderr
