@@ -1,13 +1,11 @@
 """Every bad input a user can type is one line that names the value and what is valid: no
 traceback, exit status 2, nothing computed first. Each case runs the command line: a fresh
 interpreter (``modularity_cli``) where start-up or the environment matters, else its entry
-point in this process (``in_process``)."""
+point in this process (``in_process``, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,45 +40,6 @@ def modularity_cli(tmp_path: Path, *args: str, module: str = "modularity.run", *
         env=environment,
         timeout=600,
     )
-
-
-@pytest.fixture
-def in_process(tmp_path, monkeypatch, capsys):
-    """``python -m modularity.run ARGS`` as its ``main()`` runs it, in this process: the same
-    code from the argument list on (normalising, Hydra, every check, the one-line error and
-    its status), without the seconds a fresh interpreter spends importing torch and
-    Lightning. What only a fresh interpreter shows (start-up, a broken package) is checked
-    by the cases that call :func:`modularity_cli`. Signal handlers, the root logger's
-    handlers and Hydra's global state are put back afterwards."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    from modularity.run import main
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        monkeypatch.setenv("MODULARITY_CACHE_DIR", str(tmp_path / "cache"))
-        monkeypatch.setenv("WANDB_MODE", "disabled")
-        argv = ["modularity.run", *args, f"hydra.run.dir={tmp_path / 'run'}"]
-        monkeypatch.setattr(sys, "argv", argv)
-        signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        root = logging.getLogger()
-        handlers, level = root.handlers[:], root.level
-        status: int | str | None = 0
-        try:
-            main()
-        except SystemExit as stopped:
-            status = stopped.code
-        finally:
-            for signum, handler in signals.items():
-                signal.signal(signum, handler)
-            for handler in set(root.handlers) - set(handlers):
-                handler.close()
-            root.handlers[:] = handlers
-            root.setLevel(level)
-            GlobalHydra.instance().clear()
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(argv, status, out.out, out.err)
-
-    return run
 
 
 def one_line_error(proc: subprocess.CompletedProcess, word: str, status: int = 2) -> None:

@@ -2,19 +2,16 @@
 experiment config has a README.
 
 A line is composed, not run: ``--cfg job`` makes Hydra build the job's config (every config
-group, override and interpolation it names) and print it, which takes a second and needs
-no model or data. ``-m``/``--multirun`` is dropped, so a sweep is checked as its first job.
-The lines are many (a second each), so they run with the slow tests (``make test``), not in
-``make test-fast``.
+group, override and interpolation it names) and print it, which needs no model or data;
+the entry point runs in the test's process (``in_process``, tests/conftest.py).
+``-m``/``--multirun`` is dropped, so a sweep is checked as its first job. The lines are
+many, so they run with the slow tests (``make test``), not in ``make test-fast``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -57,20 +54,14 @@ def test_the_readmes_have_commands():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("file", "command"), COMMANDS)
-def test_command_composes(file, command):
+def test_command_composes(file, command, in_process, monkeypatch):
     words = shlex.split(command, comments=True)
     assert words[:3] == PROGRAM, command
     arguments = [w for w in words[3:] if w not in ("-m", "--multirun")]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "modularity.run", *arguments, "--cfg", "job"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    done = in_process(*arguments, "--cfg", "job")
     assert done.returncode == 0, f"{file}: {command}\n{done.stderr[-3000:]}"
+    assert "analysis:" in done.stdout, done.stdout[-3000:]  # the job's config was printed
 
 
 @pytest.mark.parametrize("config", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
