@@ -61,11 +61,15 @@ def _forget_escaped_interrupts() -> None:
     interrupt was caught. Each ``PyRun_String`` call clears the flag first, so a harmless
     one clears it (there is no public API for it).
     """
-    run_string = getattr(getattr(ctypes, "pythonapi", None), "PyRun_String", None)
-    if run_string is None:  # not CPython: no such flag
+    # A prototype of our own: setting argtypes on ``ctypes.pythonapi.PyRun_String`` would
+    # change it for every other user of that shared function object.
+    prototype = ctypes.PYFUNCTYPE(
+        ctypes.py_object, ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object
+    )
+    try:
+        run_string = prototype(("PyRun_String", ctypes.pythonapi))
+    except AttributeError:  # not CPython: no such flag
         return
-    run_string.restype = ctypes.py_object
-    run_string.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
     run_string(b"None", _EVAL_INPUT, {}, {})
 
 
