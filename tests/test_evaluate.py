@@ -118,3 +118,21 @@ def test_a_forward_that_changes_the_logits_after_the_head_is_scored_from_its_log
         handle.remove()
     for m in TEXT.measures:
         torch.testing.assert_close(sums.num[m], num[m], rtol=1e-5, atol=1e-6)
+
+
+def test_the_loop_builds_no_key_value_cache_and_leaves_the_config_as_it_was():
+    """A causal LM's config asks for a key/value cache (for generation); the loop's
+    forwards build none, and the config is as it was afterwards (an export keeps it)."""
+    loaded = load_model(tiny_config("llama"))
+    assert loaded.model.config.use_cache
+    caches = []
+    handle = loaded.model.base_model.register_forward_hook(
+        lambda module, args, output: caches.append(output.past_key_values)
+    )
+    ids, mask, unit = padded_batches()
+    try:
+        evaluate(loaded, DataLoader(Padded(ids, mask, unit), batch_size=4), 3, TRAINER)
+    finally:
+        handle.remove()
+    assert len(caches) >= 2 and all(cache is None for cache in caches)
+    assert loaded.model.config.use_cache

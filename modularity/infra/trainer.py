@@ -65,9 +65,12 @@ class StageProgressBar(TQDMProgressBar):
 
 
 class SumsLoop(L.LightningModule):
-    """Base of the collection and evaluation loops, which accumulate into torchmetrics
-    states: those stay float64 whatever the precision plugin does to the module
-    (``bf16-true`` converts every floating tensor of the module, states included)."""
+    """Base of the collection and evaluation loops over ``net`` (the analysed network),
+    which accumulate into torchmetrics states: those stay float64 whatever the precision
+    plugin does to the module (``bf16-true`` converts every floating tensor of the module,
+    states included)."""
+
+    net: torch.nn.Module
 
     def on_predict_start(self) -> None:
         for module in self.modules():
@@ -77,6 +80,23 @@ class SumsLoop(L.LightningModule):
                 state = getattr(module, name)
                 if isinstance(state, torch.Tensor) and state.is_floating_point():
                     setattr(module, name, state.to(torch.float64))
+
+
+@contextmanager
+def key_value_cache_off(network: torch.nn.Module) -> Iterator[None]:
+    """Stop ``network``'s forwards from building a key/value cache (a causal LM's config
+    turns it on for generation): the loops run whole sequences once, so it would only cost
+    time and memory. The config is restored afterwards, so an exported model keeps it."""
+    config = getattr(network, "config", None)
+    nodes = [] if config is None else [config, config.get_text_config()]
+    saved = [(node, node.use_cache) for node in nodes if hasattr(node, "use_cache")]
+    for node, _ in saved:
+        node.use_cache = False
+    try:
+        yield
+    finally:
+        for node, value in reversed(saved):
+            node.use_cache = value
 
 
 @contextmanager
@@ -96,7 +116,7 @@ def interrupts_kept() -> Iterator[None]:
         raise
 
 
-def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None:
+def run_loop(trainer: L.Trainer, module: SumsLoop, loader: Any) -> None:
     """Run ``module.predict_step`` over ``loader``, which accumulates into metric states.
 
     Lightning's predict loop, not its test loop: under DDP it splits the data without
@@ -105,7 +125,7 @@ def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None
     (:func:`interrupts_kept`), and so does a SIGTERM, which Lightning's predict loop would
     only record: the run stops like Ctrl-C (nothing cached is lost).
     """
-    with interrupts_kept():
+    with interrupts_kept(), key_value_cache_off(module.net):
         trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.received_sigterm:
         raise KeyboardInterrupt("SIGTERM")
