@@ -2,7 +2,7 @@
 ``conf/`` at the repository's top (beside ``modularity/``, ``experiments/`` and ``tests/``),
 and the wheel ships them inside the package as ``modularity/conf`` so that an installed
 ``modularity`` runs from any directory. ``make run``'s sweeper ships as the Hydra plug-in
-``hydra_plugins.modularity_plan_sweeper`` (Hydra loads sweepers from that namespace only);
+``hydra_plugins.modularity_sweepers`` (Hydra loads sweepers from that namespace only);
 the namespace itself is listed too, so that an editable install maps it to this checkout and
 Hydra's plug-in scan finds the sweeper from any directory."""
 

@@ -32,7 +32,7 @@ def run(cfg: DictConfig, models: ModelCache | None = None) -> Any:
 
 class Failed(SystemExit):
     """The command stops with ``status`` after printing its one line; a sweep that keeps
-    going (``make run``'s sweeper, :mod:`hydra_plugins.modularity_plan_sweeper`) records
+    going (``make run``'s sweeper, :mod:`hydra_plugins.modularity_sweepers`) records
     ``message`` as the job's failure and runs the next job instead."""
 
     def __init__(self, message: str, status: int = 2) -> None:

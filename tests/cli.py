@@ -31,3 +31,16 @@ def modularity_run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Every job of a sweep, as Hydra's basic sweeper expands it (inside ``hydra_context``:
+    a glob sweep lists the config repository)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return jobs

@@ -536,10 +536,10 @@ def test_each_optional_package_missing_is_one_line_with_its_install_command(monk
 
 def test_a_sweep_number_of_experts_beyond_the_mlp_width_is_caught_from_the_config(make_cfg):
     """A job's analysis.experts is checked against the MLP width read from the model's config,
-    so a sweep fails before its first job loads a model (sweep_check.check_against_model)."""
+    so a sweep fails before its first job loads a model (sweeper.check_against_model)."""
     from modularity.analyses.base import load_analysis
     from modularity.errors import ConfigError
-    from modularity.infra.sweep_check import check_against_model
+    from modularity.infra.sweeper import check_against_model
 
     good = make_cfg("model=tiny_llama", "analysis=moefy", "analysis.experts=4")
     check_against_model(good, load_analysis(good.analysis))

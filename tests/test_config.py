@@ -4,6 +4,7 @@ work, task families are generated, experiments name their tasks once."""
 from __future__ import annotations
 
 import pytest
+from cli import sweep_jobs
 from hydra.errors import ConfigCompositionException
 
 from modularity.config import (
@@ -15,7 +16,6 @@ from modularity.config import (
     normalise_overrides,
 )
 from modularity.errors import ConfigError
-from modularity.infra.sweeps import expand
 from modularity.infra.validate import check_config, unknown_keys
 
 
@@ -70,7 +70,7 @@ def test_task_families_are_generated_with_their_reference():
 
 def test_glob_sweeps_over_generated_tasks():
     with hydra_context():
-        jobs = expand(["task=glob(digits-*)", "selection.fraction=0.1,0.2"])
+        jobs = sweep_jobs(["task=glob(digits-*)", "selection.fraction=0.1,0.2"])
     assert len(jobs) == 20
     assert ["task=digits-0", "selection.fraction=0.1"] in jobs
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from cli import sweep_jobs
 
 from modularity.config import compose_config, group_options, hydra_context, load_task_config
-from modularity.infra.sweeps import expand
 from modularity.infra.validate import check_config
 
 EXPERIMENTS = group_options("experiment")
@@ -23,7 +23,7 @@ def test_experiment_composes_and_validates(name):
     for task in cfg.tasks:
         assert load_task_config(task, cfg.data).name == task
     with hydra_context():
-        jobs = expand([f"{k}={v}" for k, v in params.items()])
+        jobs = sweep_jobs([f"{k}={v}" for k, v in params.items()])
     expected = math.prod(len(str(v).split(",")) for v in params.values())
     assert len(jobs) == expected
     assert len({tuple(j) for j in jobs}) == expected

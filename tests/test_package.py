@@ -100,7 +100,7 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     (wheel,) = dist.glob("modularity-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "modularity/conf/config.yaml" in names  # conf/ at the top, shipped inside
-    assert "hydra_plugins/modularity_plan_sweeper/plan_sweeper.py" in names  # make run's sweeper
+    assert "hydra_plugins/modularity_sweepers/plan_sweeper.py" in names  # make run's sweeper
     assert any(n.startswith("modularity/assets/models/tiny_lm_text/") for n in names)
     assert any(n.endswith("LICENSE") for n in names)
 

@@ -4,7 +4,7 @@ Hydra writes ``.hydra/config.yaml`` when a job starts, so that file cannot tell 
 job from a killed one. :class:`MarkFinished`, a Hydra callback, writes the job's config to
 ``.hydra/finished.yaml`` once the job has completed, and removes it when a job starts in
 that directory again. Hydra's callbacks cannot skip a job, so the sweeper asks
-:func:`finished` before it launches one (:mod:`hydra_plugins.modularity_plan_sweeper`).
+:func:`finished` before it launches one (:mod:`hydra_plugins.modularity_sweepers`).
 """
 
 from __future__ import annotations

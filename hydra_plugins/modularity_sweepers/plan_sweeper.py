@@ -15,7 +15,8 @@ into ``<experiment>/<step>/<n>_<overrides>``, named as ``-m`` names its jobs. Un
 basic sweeper, a failing job does not stop the plan: Hydra records it (the
 :class:`~modularity.infra.sweep_summary.WriteSummary` callback lists it) and the next job
 runs. A job whose directory holds a finished run of the same config
-(:mod:`modularity.infra.resume`) is not launched again.
+(:mod:`modularity.infra.resume`) is not launched again. Each job's config is composed once,
+for that test and its launch (:func:`modularity.infra.sweeper.composing_once`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modularity.errors import ConfigError, invalid_choice
 from modularity.infra.resume import finished
+from modularity.infra.sweeper import composing_once
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,9 @@ class PlanSweeper(BasicSweeper):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         super().setup(
-            hydra_context=hydra_context, task_function=keep_going(task_function), config=config
+            hydra_context=composing_once(hydra_context),
+            task_function=keep_going(task_function),
+            config=config,
         )
 
     def chosen(self) -> list[str]:
