@@ -51,7 +51,7 @@ def smollm2(tokens: int) -> tuple[str, LoadedModel, DataLoader]:
 def plain_forward(loaded: LoadedModel, loader: DataLoader) -> None:
     with torch.inference_mode():
         for batch in loader:
-            loaded.model.base_model(input_ids=batch["input_ids"])
+            loaded.model.base_model(input_ids=batch["input_ids"], use_cache=False)
 
 
 def bound_summary(stats: CollectedStats) -> str:
