@@ -37,6 +37,11 @@ class ComposedOnce:
             self._jobs[key] = (master_config, composed)
         return copy.deepcopy(self._jobs[key][1])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the kept configs: a launcher that sends itself to each job's
+        process (joblib, submitit) would otherwise send every job's config to every job."""
+        return {"_loader": self._loader, "_jobs": {}}
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # not delegated: unpickling (the joblib launcher) looks
             raise AttributeError(name)  # these up before the instance has its attributes
