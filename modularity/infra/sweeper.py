@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_loader import ConfigLoader
 from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict
 
-from modularity.analyses.base import Analysis
+if TYPE_CHECKING:  # Hydra imports every module of hydra_plugins at start-up, the sweepers'
+    from modularity.analyses.base import Analysis  # this one too: torch only where needed
 
 
 class ComposedOnce:
@@ -70,6 +71,7 @@ def check_against_model(cfg: DictConfig, analysis: Analysis) -> None:
     """Values only the model can judge (``layers`` against its depth, an analysis's
     parameters against its MLP width), from its config alone: a sweep's ``layers=[0],[7]``
     on a 4-layer model fails before job 0, not at job 1."""
+    from modularity.analyses.base import Analysis
     from modularity.models.loading import model_depth, model_width
     from modularity.neurons.selection import check_layers
 

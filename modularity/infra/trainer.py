@@ -83,7 +83,7 @@ class SumsLoop(L.LightningModule):
 
 
 @contextmanager
-def key_value_cache_off(network: torch.nn.Module) -> Iterator[None]:
+def key_value_cache_off(network: torch.nn.Module | None) -> Iterator[None]:
     """Stop ``network``'s forwards from building a key/value cache (a causal LM's config
     turns it on for generation): the loops run whole sequences once, so it would only cost
     time and memory. The config is restored afterwards, so an exported model keeps it."""
@@ -116,16 +116,17 @@ def interrupts_kept() -> Iterator[None]:
         raise
 
 
-def run_loop(trainer: L.Trainer, module: SumsLoop, loader: Any) -> None:
+def run_loop(trainer: L.Trainer, module: L.LightningModule, loader: Any) -> None:
     """Run ``module.predict_step`` over ``loader``, which accumulates into metric states.
 
     Lightning's predict loop, not its test loop: under DDP it splits the data without
     padding (the test loop repeats a few items so every rank gets as many), so every item
     is counted exactly once in the sums. Ctrl-C during the loop raises ``KeyboardInterrupt``
     (:func:`interrupts_kept`), and so does a SIGTERM, which Lightning's predict loop would
-    only record: the run stops like Ctrl-C (nothing cached is lost).
+    only record: the run stops like Ctrl-C (nothing cached is lost). A loop over a
+    network (``module.net``, as every :class:`SumsLoop`) runs it without key/value cache.
     """
-    with interrupts_kept(), key_value_cache_off(module.net):
+    with interrupts_kept(), key_value_cache_off(getattr(module, "net", None)):
         trainer.predict(module, dataloaders=loader, return_predictions=False)
     if trainer.received_sigterm:
         raise KeyboardInterrupt("SIGTERM")
