@@ -10,11 +10,10 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
+from test_bad_input import TINY
 
 from modularity.config import hydra_context
 from modularity.infra.sweeper import ComposedOnce
-
-TINY = ["model=tiny_llama", "data.collect_size=512", "data.eval_size=256", "data.block_size=64"]
 
 
 def test_a_composed_job_is_handed_out_as_copies_and_pickles_without_them():

@@ -51,10 +51,8 @@ class ComposedOnce:
 
 def composing_once(hydra_context: HydraContext) -> HydraContext:
     """``hydra_context`` whose config loader composes each job once (:class:`ComposedOnce`)."""
-    loader = hydra_context.config_loader
-    if not isinstance(loader, ComposedOnce):
-        loader = ComposedOnce(loader)  # type: ignore[assignment]
-    return HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
+    loader = ComposedOnce(hydra_context.config_loader)
+    return HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)  # type: ignore[arg-type]
 
 
 def check_job(loader: ConfigLoader, config: DictConfig, overrides: Sequence[str]) -> None:
