@@ -29,7 +29,7 @@ from modularity.config import load_model_config, load_task_config
 from modularity.data.tasks import text_loader, text_sample
 from modularity.models.loading import LoadedModel, load_model
 from modularity.neurons.mad_bound import relative_error
-from modularity.neurons.memory import memory_budget, plan_collection
+from modularity.neurons.memory import CollectionPlan, memory_budget, plan_collection
 from modularity.neurons.stats import CollectedStats
 
 TARGET = 1.15
@@ -75,8 +75,11 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def bench(name: str, loaded: LoadedModel, loader: DataLoader, repeats: int) -> None:
     collected: list[CollectedStats] = []
+    plans: list[CollectionPlan] = []
 
     def collection() -> None:
+        # The plan as the collection makes it (the default budget follows free memory).
+        plans[:] = [plan_for(loaded, loader, CPU_TRAINER, None, True)]
         collected[:] = [collect_statistics(loaded, loader, CPU_TRAINER)]
 
     variants = {"plain backbone forward": lambda: plain_forward(loaded, loader)}
@@ -87,8 +90,7 @@ def bench(name: str, loaded: LoadedModel, loader: DataLoader, repeats: int) -> N
         for variant, run in variants.items():
             best[variant] = [min(a, b) for a, b in zip(best[variant], timed(run))]
     tokens = sum(batch["input_ids"].numel() for batch in loader)
-    adapter = loaded.adapter
-    plan = plan_for(loaded, loader, CPU_TRAINER, None, True)
+    adapter, plan = loaded.adapter, plans[0]
     print(f"{name}: {adapter.n_layers} layers x {adapter.n_neurons} neurons, {tokens} tokens")
     wall, cpu = best["collection"]
     plain_wall, plain_cpu = best["plain backbone forward"]
