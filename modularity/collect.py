@@ -53,12 +53,14 @@ from modularity.neurons.summary import (
 log = logging.getLogger(__name__)
 
 # The pilot's standard errors set each neuron's fine range, so its size sets how tight the
-# one-pass bound is. From a sixteenth of SmolLM2's items (8 of 128 at 16k tokens) two neurons'
-# half means fell outside their range and the bound missed 1e-4 (0.012): a second pass; from a
-# quarter (32 at 16k, 64 at 32k) every neuron held it (at most 5e-5). Kept, the pilot's items
-# are replayed, not recomputed: a larger pilot costs memory (its activations), not forwards.
+# one-pass bound is: a neuron whose few pilot items include an outlier gets a wide range and
+# coarse bins, and one whose error was underestimated may see its mean fall outside. From a
+# sixteenth of SmolLM2's items (8 of 128 at 16k tokens) the bound missed 1e-4 (0.012), and
+# from 16 of 64 items at 8k (3.3e-4): second passes. From a quarter and at least 32 items,
+# every neuron held it (at most 6e-5 for code, prose and the mix at 8k-102k tokens). Kept,
+# the pilot's items are replayed, not recomputed: a larger pilot costs memory, not forwards.
 PILOT_SHARE = 4  # the pilot takes one item in this many...
-PILOT_ITEMS = (8, 64)  # ...but at least and at most this many (fixed by the data, not memory)
+PILOT_ITEMS = (32, 64)  # ...but at least and at most this many (fixed by the data, not memory)
 GOLDEN_RATIO = (5**0.5 - 1) / 2
 
 

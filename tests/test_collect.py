@@ -156,7 +156,7 @@ def test_shards_split_items_without_repeats(monkeypatch):
 def test_pilot_items_are_spread_and_bounded():
     for n in (1, 5, 40, 200, 5000):
         chosen = pilot_items(n)
-        assert len(chosen) == min(n, max(8, min(64, n // 4)))
+        assert len(chosen) == min(n, max(32, min(64, n // 4)))
         assert chosen == sorted(set(chosen)) and chosen[0] >= 0 and chosen[-1] < n
         gaps = np.diff([0, *chosen, n])
         assert gaps.max() <= 3 * n / len(chosen)  # spread over the whole data
