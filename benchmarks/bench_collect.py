@@ -122,7 +122,6 @@ def mistral_state() -> None:
             2,
             memory_budget(None, "cpu"),
             batch_items=8,
-            pilot_items=8,
             keep=False,
         )
         state = plan.state_bytes - plan.kept_bytes  # the pilot keeps its items only if room

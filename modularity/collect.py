@@ -4,11 +4,12 @@ One forward pass per item, planned up front from the token count (``neurons.memo
 
 - while the activations fit the memory budget, the pass streams the moments and keeps the
   activations; the exact MAD is then computed from memory, around the final means;
-- beyond it, a pilot over a few items spread through the data (about a quarter of them)
-  places each neuron's histogram bins, and keeps its activations (when they fit) for the
-  main pass, which then streams the other items; the MAD comes with a rigorous error bound
-  (``modularity.neurons.mad_bound``). Only if that bound exceeds the tolerance for some
-  neuron does a second pass compute the MAD exactly around the final means.
+- beyond it, a pilot over items spread through the data (a quarter of them where the budget
+  keeps them, fewer otherwise) places each neuron's histogram bins, and keeps its
+  activations (when they fit) for the main pass, which then streams the other items; the
+  MAD comes with a rigorous error bound (``modularity.neurons.mad_bound``). Only if that
+  bound exceeds the tolerance for some neuron does a second pass compute the MAD exactly
+  around the final means.
 
 Every loop shards items over devices itself (Lightning's own sampler would repeat items to
 even the shards), and the sums are combined across devices by ``torchmetrics``, so several
@@ -52,15 +53,6 @@ from modularity.neurons.summary import (
 
 log = logging.getLogger(__name__)
 
-# The pilot's standard errors set each neuron's fine range, so its size sets how tight the
-# one-pass bound is: a neuron whose few pilot items include an outlier gets a wide range and
-# coarse bins, and one whose error was underestimated may see its mean fall outside. From a
-# sixteenth of SmolLM2's items (8 of 128 at 16k tokens) the bound missed 1e-4 (0.012), and
-# from 16 of 64 items at 8k (3.3e-4): second passes. From a quarter and at least 32 items,
-# every neuron held it (at most 6e-5 for code, prose and the mix at 8k-102k tokens). Kept,
-# the pilot's items are replayed, not recomputed: a larger pilot costs memory, not forwards.
-PILOT_SHARE = 4  # the pilot takes one item in this many...
-PILOT_ITEMS = (32, 64)  # ...but at least and at most this many (fixed by the data, not memory)
 GOLDEN_RATIO = (5**0.5 - 1) / 2
 
 
@@ -158,13 +150,13 @@ class ItemShard(Sampler[int]):
         return len(self._mine())
 
 
-def pilot_items(n_items: int) -> list[int]:
-    """About a quarter of the items (within ``PILOT_ITEMS``), spread over the data.
+def pilot_items(n_items: int, count: int) -> list[int]:
+    """``count`` of the ``n_items`` items (``neurons.memory.pilot_size``), spread over the data.
 
     Item ``k`` of the pilot sits at the fractional part of ``k`` times the golden ratio: evenly
     spread, yet never in step with a period of the data (a mixture interleaving its domains).
     """
-    count = min(n_items, max(PILOT_ITEMS[0], min(PILOT_ITEMS[1], n_items // PILOT_SHARE)))
+    count = min(n_items, count)
     chosen: set[int] = set()
     k = 0
     while len(chosen) < count:
@@ -246,7 +238,6 @@ def plan_for(
     if budget is None:
         budget = memory_budget(None, collection_device(trainer_cfg))
     positions = item_positions(loaded, loader.dataset)
-    pilot = len(pilot_items(n_items)) if histogram else 0
     return plan_collection(
         adapter.n_layers,
         adapter.n_neurons if n_units is None else n_units,
@@ -255,7 +246,6 @@ def plan_for(
         activation_bytes(loaded, trainer_cfg),
         budget,
         batch_items=loader.batch_size or 1,
-        pilot_items=pilot if pilot < n_items else 0,
         histogram=histogram,
         keep=keep and positions is not None,
     )
@@ -326,7 +316,7 @@ def collect_statistics(
     else:
         bins, main, replay = None, everything, None
         if mad_tolerance > 0:
-            pilot = pilot_items(len(everything))
+            pilot = pilot_items(len(everything), plan.pilot_items)
             kept = KeptActivations(plan.kept_bytes)
             pilot_sums = PilotSums(n_layers, n_neurons)
             pilot_stage = f"{stage} (pilot)"

@@ -105,34 +105,33 @@ def test_collection_matches_numpy_per_half(loaded, tolerance, keep, method):
 @pytest.mark.slow
 def test_collection_does_not_depend_on_batching_or_on_keeping_the_pilot(loaded, monkeypatch):
     data = Blocks(50, seed=1)
-    runs = [
-        collect_statistics(
-            loaded, DataLoader(data, batch_size=size), TRAINER, keep_activations=False
-        )
-        for size in (1, 7)
-    ]
-    # A batch streamed one item at a time (work for one item's activations only)...
-    item_bytes = 24 * loaded.adapter.n_neurons * memory.STREAM_WORK_BYTES
-    monkeypatch.setattr(memory, "WORK_BYTES", item_bytes)
-    # ...and a budget with room for the histogram but not for the pilot's activations.
-    plan = plan_for(loaded, DataLoader(data, batch_size=4), TRAINER, 2**40, True, False)
-    budget = plan.state_bytes - plan.kept_bytes
-    runs.append(
-        collect_statistics(
+
+    def budget(batch_size: int, room_items: int) -> int:
+        """The streamed state, plus room for ``room_items`` items' activations."""
+        loader = DataLoader(data, batch_size=batch_size)
+        plan = plan_for(loaded, loader, TRAINER, 2**40, True, keep=False)
+        item = plan.kept_bytes // plan.pilot_items
+        return plan.state_bytes - plan.kept_bytes + room_items * item
+
+    def run(batch_size: int, room_items: int):
+        loader = DataLoader(data, batch_size=batch_size)
+        plan = plan_for(loaded, loader, TRAINER, budget(batch_size, room_items), True, keep=False)
+        # Room for the small pilot's 8 items only: it is kept, or without room recomputed.
+        assert plan.pilot_items == 8 and (plan.kept_bytes > 0) == (room_items > 0)
+        return collect_statistics(
             loaded,
-            DataLoader(data, batch_size=4),
+            loader,
             TRAINER,
-            memory_budget=budget,
+            memory_budget=budget(batch_size, room_items),
             keep_activations=False,
         )
-    )
-    assert (
-        plan.kept_bytes > 0
-        and plan_for(
-            loaded, DataLoader(data, batch_size=4), TRAINER, budget, True, False
-        ).kept_bytes
-        == 0
-    )
+
+    runs = [run(size, room_items=8) for size in (1, 7)]
+    # A batch streamed one item at a time (work for one item's activations only), the pilot
+    # computed again by the main pass.
+    item_bytes = 24 * loaded.adapter.n_neurons * memory.STREAM_WORK_BYTES
+    monkeypatch.setattr(memory, "WORK_BYTES", item_bytes)
+    runs.append(run(4, room_items=0))
     for other in runs[1:]:
         assert other.method == runs[0].method == "one-pass"
         for mine, theirs in zip((other.full, *other.halves), (runs[0].full, *runs[0].halves)):
@@ -154,9 +153,9 @@ def test_shards_split_items_without_repeats(monkeypatch):
 
 
 def test_pilot_items_are_spread_and_bounded():
-    for n in (1, 5, 40, 200, 5000):
-        chosen = pilot_items(n)
-        assert len(chosen) == min(n, max(32, min(64, n // 4)))
+    for n, count in ((1, 8), (5, 8), (40, 32), (200, 50), (5000, 64)):
+        chosen = pilot_items(n, count)
+        assert len(chosen) == min(n, count)
         assert chosen == sorted(set(chosen)) and chosen[0] >= 0 and chosen[-1] < n
         gaps = np.diff([0, *chosen, n])
         assert gaps.max() <= 3 * n / len(chosen)  # spread over the whole data
