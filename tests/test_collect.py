@@ -114,16 +114,12 @@ def test_collection_does_not_depend_on_batching_or_on_keeping_the_pilot(loaded, 
         return plan.state_bytes - plan.kept_bytes + room_items * item
 
     def run(batch_size: int, room_items: int):
-        loader = DataLoader(data, batch_size=batch_size)
-        plan = plan_for(loaded, loader, TRAINER, budget(batch_size, room_items), True, keep=False)
+        loader, room = DataLoader(data, batch_size=batch_size), budget(batch_size, room_items)
+        plan = plan_for(loaded, loader, TRAINER, room, True, keep=False)
         # Room for the small pilot's 8 items only: it is kept, or without room recomputed.
         assert plan.pilot_items == 8 and (plan.kept_bytes > 0) == (room_items > 0)
         return collect_statistics(
-            loaded,
-            loader,
-            TRAINER,
-            memory_budget=budget(batch_size, room_items),
-            keep_activations=False,
+            loaded, loader, TRAINER, memory_budget=room, keep_activations=False
         )
 
     runs = [run(size, room_items=8) for size in (1, 7)]
